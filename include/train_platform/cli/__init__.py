@@ -1,0 +1,55 @@
+"""The ``tp`` command line.
+
+Each command group lives in its own module exposing ``register(subparsers)``; the module
+adds its sub-commands, each with ``func`` set to a callable ``(args) -> int`` (the exit
+code). Heavy libraries are imported inside those callables, never at registration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+
+from train_platform.exceptions import TrainPlatformError
+
+# Command groups in the order `tp --help` lists them.
+_GROUPS = ("pipeline", "dataset", "model")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tp", description="train-platform command line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    for name in _GROUPS:
+        try:
+            module = import_module(f"train_platform.cli.{name}")
+        except ModuleNotFoundError as exc:  # a group whose module is not part of this build
+            if exc.name != f"train_platform.cli.{name}":
+                raise
+            continue
+        module.register(groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except TrainPlatformError as exc:
+        # Known user-facing errors: one clear line, never a traceback.
+        print(f"tp: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Shared fixtures. `make test` starts PostgreSQL, Redis and an S3 endpoint (moto's server)
+and exports their URLs as TP_TEST_*; tests that need them take the fixtures below."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _service_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        message = f"{name} is not set: run the suite with `make test`, which starts the services"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return value
+
+
+@pytest.fixture
+def tp_home(tmp_path, monkeypatch) -> Path:
+    """A fresh TP_HOME for one test, with settings re-read."""
+    from train_platform.settings import reload_settings
+
+    home = tmp_path / "tp_home"
+    home.mkdir()
+    monkeypatch.setenv("TP_HOME", str(home))
+    for var in ("TP_CATALOG_URL", "TP_WAREHOUSE", "TP_S3_ENDPOINT", "TP_REDIS_URL", "TP_DATABASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    reload_settings()
+    yield home
+    monkeypatch.undo()
+    reload_settings()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _service_env("TP_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _service_env("TP_TEST_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    return _service_env("TP_TEST_S3_ENDPOINT")
+
+
+@pytest.fixture(scope="session")
+def python_exe() -> str:
+    return sys.executable
