@@ -1,1 +1,1 @@
-"""compiler"""
+"""From a validated pipeline spec to an Airflow DAG made of the platform's operators."""

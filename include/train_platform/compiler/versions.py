@@ -1,0 +1,50 @@
+"""Which version of each pipeline is active.
+
+Several versions of one pipeline may sit in the dags folder. The active one is the highest
+(by semantic-version precedence) unless ``tp pipeline activate NAME VERSION`` pinned another
+(that is the rollback). Pins live in one small JSON file under TP_HOME, read once per parse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from train_platform.settings import Settings
+from train_platform.spec.models import version_key
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.pipeline_state_dir / "active.json"
+
+
+def read_pins(settings: Settings) -> dict[str, str]:
+    try:
+        return json.loads(_state_file(settings).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def write_pin(settings: Settings, name: str, version: str | None) -> None:
+    """Pin ``name`` to ``version`` (``None`` removes the pin); written atomically."""
+    pins = read_pins(settings)
+    if version is None:
+        pins.pop(name, None)
+    else:
+        pins[name] = version
+    path = _state_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".active-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(pins, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def choose_active(versions: list[str], pinned: str | None) -> str:
+    if pinned in versions:
+        return pinned
+    return max(versions, key=version_key)

@@ -1,0 +1,77 @@
+"""The Kubernetes executor: what a task's pod looks like.
+
+Builds the keyword arguments of ``KubernetesPodOperator`` for a task: image, command,
+resources (``nvidia.com/gpu`` limits for GPU tasks, with the node selector and toleration
+GPU nodes carry), storage mounts as volumes, environment, and labels that tie the pod to
+its pipeline run. The ``kubernetes`` client is imported here, inside the functions, so DAG
+parsing never pays for it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+from train_platform.settings import Settings
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# Nodes with GPUs carry this label and taint in the platform's chart (helm/).
+GPU_NODE_SELECTOR = {"train-platform/accelerator": "nvidia-gpu"}
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def pod_name(pipeline: str, task_id: str) -> str:
+    """A DNS-1123 name; KubernetesPodOperator appends a random suffix."""
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{pipeline}-{task_id}".lower()).strip("-")
+    return name[:50].rstrip("-") or "task"
+
+
+def pod_operator_kwargs(
+    *,
+    task_id: str,
+    pipeline: str,
+    pipeline_version: str,
+    image: str,
+    command: Sequence[str],
+    resources: Mapping[str, Any],
+    env: Mapping[str, str],
+    mounts: Sequence = (),
+    settings: Settings,
+) -> dict[str, Any]:
+    from kubernetes.client import models as k8s
+
+    requests: dict[str, str] = {}
+    for key in ("cpu", "memory"):
+        if resources.get(key):
+            requests[key] = str(resources[key])
+    limits = dict(requests)
+    gpu = int(resources.get("gpu") or 0)
+    if gpu:
+        limits[GPU_RESOURCE] = str(gpu)
+    volumes, volume_mounts = [], []
+    for mount in mounts:
+        volume, volume_mount = mount.to_k8s()
+        volumes.append(volume)
+        volume_mounts.append(volume_mount)
+    return {
+        "task_id": task_id,
+        "name": pod_name(pipeline, task_id),
+        "namespace": settings.k8s_namespace,
+        "image": image,
+        "cmds": list(command[:1]),
+        "arguments": list(command[1:]),
+        "env_vars": [k8s.V1EnvVar(name=k, value=str(v)) for k, v in env.items()],
+        "container_resources": k8s.V1ResourceRequirements(requests=requests or None, limits=limits or None),
+        "node_selector": dict(GPU_NODE_SELECTOR) if gpu else None,
+        "tolerations": [k8s.V1Toleration(**GPU_TOLERATION)] if gpu else None,
+        "volumes": volumes,
+        "volume_mounts": volume_mounts,
+        "labels": {
+            "app.kubernetes.io/part-of": "train-platform",
+            "train-platform/pipeline": pipeline[:63],
+            "train-platform/pipeline-version": re.sub(r"[^A-Za-z0-9_.-]", "_", pipeline_version)[:63],
+        },
+        "get_logs": True,
+        "on_finish_action": "delete_succeeded_pod",
+    }
+
