@@ -1,0 +1,48 @@
+"""``python -m ml.train``: train a model (initial, incremental or full) into a checkpoint dir.
+
+    python -m ml.train --mode initial --task classification --data aeon:BasicMotions:train \\
+        --epochs 1 --out /tmp/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ml._cli import run_cli
+from ml.model import TASKS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.splitlines()[0].strip("`"))
+    p.add_argument("--mode", required=True, choices=["initial", "incremental", "full"],
+                   help="initial: from scratch; incremental: continue --init on new data with the"
+                        " continual plugins; full: retrain from scratch on all data")
+    p.add_argument("--task", required=True, choices=list(TASKS))
+    p.add_argument("--data", required=True, help="aeon:NAME[:train|test], tp://NAME@REF, or a .npz/.csv/.parquet file")
+    p.add_argument("--init", type=Path, help="checkpoint directory to continue from (incremental) or take the label order from (full)")
+    p.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+    p.add_argument("--epochs", type=int, help="overrides the config's epochs")
+    p.add_argument("--config", help="training config file (JSON or YAML); see ml/config.py")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--seed", type=int, help="overrides the config's seed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ml.config import load_config
+    from ml.training import TrainRequest, run
+
+    cfg = load_config(args.config, {"seed": args.seed})
+    result = run(TrainRequest(mode=args.mode, task=args.task, data=args.data, out=args.out, init=args.init,
+                              epochs=args.epochs, cfg=cfg, resume=args.resume))
+    final = result.metrics.get("final", {})
+    summary = " ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float))
+    print(f"checkpoint {result.checkpoint} ({summary})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,262 @@
+"""One training run (initial, incremental or full), as a library function. ``python -m
+ml.train`` parses flags into a ``TrainRequest``; the continual benchmark calls ``run`` directly.
+
+Output directory layout: the checkpoint files (see ``ml.checkpoint``), ``plugins/``,
+``metrics.json``, ``training_curve.png`` and, while a run is unfinished, ``resume.pt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ml.checkpoint import (META_FILE, PLUGIN_DIR, Checkpoint, atomic_torch_save, atomic_write_json,
+                           load_checkpoint, read_meta, save_checkpoint)
+from ml.config import TrainConfig
+from ml.continual.strategies import build_plugins
+from ml.continual.trainer import Trainer, pick_device, set_determinism
+from ml.data import SeriesData, load_ref
+from ml.exceptions import CheckpointError, ConfigError, DataError
+from ml.model import TASKS, ModelConfig, TimeSeriesTransformer
+from ml.tasks import Normalization, build_examples, class_labels, drift_reference, split_validation
+
+log = logging.getLogger(__name__)
+
+MODES = ("initial", "incremental", "full")
+RESUME_FILE = "resume.pt"
+METRICS_FILE = "metrics.json"
+CURVE_FILE = "training_curve.png"
+
+
+@dataclass
+class TrainRequest:
+    mode: str
+    task: str
+    data: str | SeriesData  # a data ref, or data already in memory (benchmarks, tests)
+    out: Path
+    init: Path | None = None
+    epochs: int | None = None  # overrides cfg.epochs
+    cfg: TrainConfig = field(default_factory=TrainConfig)
+    resume: bool = False
+    write_plot: bool = True
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    metrics: dict
+    resumed_from_epoch: int = 0
+    labels: list[str] = field(default_factory=list)
+
+
+def _check_request(req: TrainRequest) -> None:
+    if req.mode not in MODES:
+        raise ConfigError(f"unknown mode {req.mode!r}; expected one of {', '.join(MODES)}")
+    if req.task not in TASKS:
+        raise ConfigError(f"unknown task {req.task!r}; expected one of {', '.join(TASKS)}")
+    if req.mode == "incremental" and req.init is None:
+        raise ConfigError("mode incremental needs --init CHECKPOINT_DIR (the model to continue from)")
+    if req.mode == "initial" and req.init is not None:
+        raise ConfigError("mode initial trains from scratch; --init is only for incremental and full")
+
+
+def _load_init(req: TrainRequest, device) -> Checkpoint | None:
+    if req.init is None:
+        return None
+    ckpt = load_checkpoint(req.init, device=device)
+    if ckpt.task != req.task:
+        raise CheckpointError(
+            f"checkpoint {req.init} was trained for task {ckpt.task!r}, this run is task {req.task!r}"
+        )
+    if not ckpt.meta.get("complete", True):
+        raise CheckpointError(f"checkpoint {req.init} is from an unfinished run (resume that run first)")
+    return ckpt
+
+
+def run(req: TrainRequest) -> TrainResult:
+    _check_request(req)
+    cfg = copy.deepcopy(req.cfg)
+    if req.epochs is not None:
+        cfg.epochs = req.epochs
+    cfg.validate()
+    out = Path(req.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    set_determinism(cfg.seed)
+
+    if req.resume and not (out / RESUME_FILE).exists() and (out / META_FILE).exists():
+        meta = read_meta(out)
+        if meta.get("complete"):
+            log.info("%s already holds a finished run; nothing to resume", out)
+            metrics = json.loads((out / METRICS_FILE).read_text()) if (out / METRICS_FILE).exists() else {}
+            return TrainResult(out, metrics, resumed_from_epoch=int(meta.get("epochs_completed", 0)),
+                               labels=list(meta.get("labels") or []))
+
+    data = load_ref(req.data) if isinstance(req.data, str) else req.data
+    ref = data.ref
+    init = _load_init(req, device)
+    if init is not None and init.config.n_channels != data.n_channels:
+        raise DataError(f"{ref}: data has {data.n_channels} channels, checkpoint {req.init} expects"
+                        f" {init.config.n_channels}")
+
+    train_data, val_data = split_validation(data, req.task, cfg.val_fraction, cfg.seed)
+    continuing = req.mode == "incremental"
+    norm = init.normalization if continuing else Normalization.fit(train_data.series)
+
+    labels: list[str] = []
+    label_index = None
+    target_norm = None
+    if req.task == "classification":
+        build_examples(data, req.task)  # checks the label kind before anything else
+        new_labels = class_labels(train_data)
+        labels = list(init.labels) if init is not None else []
+        labels += [lab for lab in new_labels if lab not in labels]
+        label_index = {lab: i for i, lab in enumerate(labels)}
+    elif req.task == "regression":
+        ys = np.asarray([[float(v)] for v in (train_data.labels or []) if v is not None], dtype=np.float32)
+        if continuing and init.target_normalization is not None:
+            target_norm = init.target_normalization
+        elif len(ys):
+            target_norm = Normalization.fit([ys])
+
+    # The model: the init checkpoint's when continuing (grown for new classes), else fresh.
+    previous_model = None
+    if continuing:
+        model = init.model
+        previous_model = copy.deepcopy(init.model)
+        if req.task == "classification" and len(labels) > model.cfg.n_classes:
+            model.expand_classes(len(labels) - model.cfg.n_classes)
+        if cfg.model:
+            log.info("incremental run: model overrides in the config are ignored, the checkpoint's architecture is kept")
+    else:
+        mcfg = ModelConfig.from_dict({**cfg.model, "n_channels": data.n_channels, "n_classes": len(labels)})
+        model = TimeSeriesTransformer(mcfg)
+    mcfg = model.cfg
+
+    window_args = dict(context_len=mcfg.context_len, horizon=mcfg.horizon, window=cfg.anomaly_window)
+    train_ex = build_examples(train_data, req.task, **window_args)
+    val_ex = build_examples(val_data, req.task, **window_args) if val_data is not None else None
+    if req.task == "classification" and val_ex:
+        val_ex = [ex for ex in val_ex if ex["label"] in label_index]
+    if req.task in ("classification", "regression", "forecasting"):
+        too_long = [ex["id"] for ex in train_ex if len(ex["sensor"]) > mcfg.max_len]
+        if too_long:
+            raise DataError(f"{ref}: series {too_long[0]!r} is longer than the model's max_len {mcfg.max_len}")
+
+    plugins = build_plugins(cfg.plugins, cfg)
+    if continuing:
+        for p in plugins:
+            p.load(Path(req.init) / PLUGIN_DIR)
+    trainer = Trainer(model, req.task, cfg, norm=norm, plugins=plugins, label_index=label_index,
+                      target_norm=target_norm, previous_model=previous_model, device=device)
+
+    start_epoch = 0
+    if req.resume and (out / RESUME_FILE).exists():
+        state = torch.load(out / RESUME_FILE, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != _fingerprint(req, cfg, ref):
+            raise ConfigError(f"{out}/{RESUME_FILE} belongs to a run with other arguments; resume with the same flags")
+        trainer.load_state_dict(state["trainer"])
+        start_epoch = int(state["epoch"])
+        log.info("resuming %s from epoch %d", out, start_epoch)
+
+    meta = {
+        "task": req.task, "labels": labels, "mode": req.mode, "dataset_ref": ref, "epochs": cfg.epochs,
+        "init_checkpoint": str(req.init) if req.init else None, "normalization": norm.to_dict(),
+        "target_normalization": target_norm.to_dict() if target_norm is not None else None,
+        "drift_reference": drift_reference(train_data.series), "train_config": cfg.to_dict(),
+        "plugins": list(cfg.plugins), "seed": cfg.seed, "device": str(device),
+    }
+    t0 = time.monotonic()
+
+    def on_epoch_end(epoch: int, tr: Trainer) -> None:
+        save_checkpoint(out, tr.model, {**meta, "epochs_completed": epoch, "complete": False})
+        atomic_torch_save(out / RESUME_FILE, {"epoch": epoch, "trainer": tr.state_dict(),
+                                             "fingerprint": _fingerprint(req, cfg, ref)})
+
+    trainer.fit(train_ex, val_ex, cfg.epochs, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+    trainer.finish(train_ex)
+    train_seconds = time.monotonic() - t0
+
+    if req.task == "anomaly":
+        meta["anomaly"] = _calibrate_threshold(trainer, meta, val_data or train_data, cfg)
+    meta.update({"epochs_completed": cfg.epochs, "complete": True,
+                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "samples_processed": trainer.samples_processed})
+    (out / PLUGIN_DIR).mkdir(exist_ok=True)
+    for p in plugins:
+        p.save(out / PLUGIN_DIR)
+    metrics = {
+        "task": req.task, "mode": req.mode, "dataset_ref": ref, "epochs": cfg.epochs,
+        "n_train": len(train_ex), "n_val": len(val_ex or []), "labels": labels,
+        "samples_processed": trainer.samples_processed, "forward_only_samples": trainer.forward_only_samples,
+        "train_seconds_this_process": train_seconds, "history": trainer.history,
+        "final": trainer.history[-1] if trainer.history else {},
+    }
+    if req.task == "anomaly":
+        metrics["anomaly"] = meta["anomaly"]
+    save_checkpoint(out, trainer.model, meta, optimizer_state=trainer.optimizer.state_dict())
+    atomic_write_json(out / METRICS_FILE, metrics)
+    if req.write_plot:
+        _plot(trainer.history, out / CURVE_FILE, f"{req.task} {req.mode} on {ref}")
+    (out / RESUME_FILE).unlink(missing_ok=True)
+    return TrainResult(out, metrics, resumed_from_epoch=start_epoch, labels=labels)
+
+
+def _fingerprint(req: TrainRequest, cfg: TrainConfig, ref: str) -> str:
+    return json.dumps({"mode": req.mode, "task": req.task, "data": ref, "init": str(req.init),
+                       "cfg": cfg.to_dict()}, sort_keys=True)
+
+
+def _calibrate_threshold(trainer: Trainer, meta: dict, data: SeriesData, cfg: TrainConfig) -> dict:
+    """Threshold = quantile of smoothed scores on held-out normal data x margin."""
+    from ml.predict import anomaly_scores
+
+    info = {"window": cfg.anomaly_window, "smoothing": cfg.anomaly_smoothing}
+    ckpt = Checkpoint(model=trainer.model.eval(), config=trainer.model.cfg, task="anomaly", labels=[],
+                      meta={**meta, "anomaly": info}, path=Path("."))
+    scores = anomaly_scores(ckpt, data.series)
+    skip = max(1, cfg.anomaly_smoothing)  # the first steps lack history and score low
+    values = np.concatenate([s[skip:] if len(s) > skip else s for s in scores])
+    q = float(np.quantile(values, cfg.anomaly_threshold_quantile))
+    info["threshold"] = q * cfg.anomaly_threshold_margin
+    info["calibration_quantile"] = cfg.anomaly_threshold_quantile
+    info["calibration_steps"] = int(len(values))
+    log.info("anomaly threshold %.5g from %d validation steps", info["threshold"], len(values))
+    return info
+
+
+def _plot(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    if history and "val_loss" in history[0]:
+        ax.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    if history and "val_accuracy" in history[0]:
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h["val_accuracy"] for h in history], color="tab:green", label="validation accuracy")
+        ax2.set_ylabel("accuracy")
+        ax2.set_ylim(0, 1.02)
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
