@@ -44,6 +44,8 @@ class Settings:
     hostpath_prefixes: tuple[str, ...] = ("/mnt", "/data")
     # Kubernetes namespace for task pods.
     k8s_namespace: str = "train-platform"
+    # Where pipeline files are dropped: Airflow's dags folder.
+    dags_folder: Path = _PROJECT_ROOT / "dags"
     # Acting user when a CLI call gives no --as.
     user: str = field(default_factory=lambda: os.environ.get("USER", "anonymous"))
 
@@ -85,6 +87,8 @@ class Settings:
             api_tokens=_split(env.get("TP_API_TOKENS", "")),
             hostpath_prefixes=_split(env.get("TP_HOSTPATH_PREFIXES", "/mnt,/data")),
             k8s_namespace=env.get("TP_K8S_NAMESPACE", "train-platform"),
+            dags_folder=Path(env.get("TP_DAGS_FOLDER") or env.get("AIRFLOW__CORE__DAGS_FOLDER")
+                             or _PROJECT_ROOT / "dags").expanduser().resolve(),
             user=env.get("TP_USER") or env.get("USER") or "anonymous",
         )
 

@@ -99,6 +99,10 @@ def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else ""
+
+
 def _doc_md(spec: PipelineSpec, source: str) -> str:
     lines = [f"# {spec.name} {spec.version}", ""]
     if spec.metadata.description:
@@ -127,7 +131,7 @@ def build_dag(spec: PipelineSpec, *, source: str, active: bool, settings: Settin
         tags.append(INACTIVE_TAG)
     dag = DAG(
         dag_id=dag_id_for(spec, active),
-        description=(spec.metadata.description or spec.name)[:200] + f" (v{spec.version})",
+        description=f"{_first_line(spec.metadata.description) or spec.name} (v{spec.version})",
         doc_md=_doc_md(spec, source),
         schedule=_schedule(spec, active),
         start_date=_start_date(spec.spec.start_date),
