@@ -1,0 +1,145 @@
+"""The compiler: spec -> DAG shape, Params, resources, retries, executors, Kubernetes pods."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.pipelines.helpers import COMMAND_EXAMPLE, EXAMPLE, write
+from train_platform.cli import main
+from train_platform.compiler.compiler import build_dag, describe
+from train_platform.settings import get_settings
+from train_platform.spec.validate import load_pipeline
+
+
+def test_example_compiles_unchanged_to_four_chained_tasks(tp_home):
+    spec = load_pipeline(EXAMPLE)
+    dag = build_dag(spec, source=str(EXAMPLE), active=True, settings=get_settings())
+    assert dag.dag_id == "incremental-learning-pipeline"
+    order = ["data-preparation", "model-training", "model-evaluation", "model-deployment"]
+    assert sorted(dag.task_ids) == sorted(order)
+    for upstream, downstream in zip(order, order[1:]):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    assert dag.get_task("data-preparation").upstream_task_ids == set()
+    training = dag.get_task("model-training")
+    assert training.container_resources == {"cpu": "8", "memory": "16Gi", "gpu": 1}
+    assert all(dag.get_task(t).container_resources["gpu"] == 0 for t in order if t != "model-training")
+    assert set(dag.params.keys()) == {"learning_rate", "batch_size", "epochs", "incremental_ratio"}
+    assert dag.params["epochs"] == 100
+    assert dag.params.get_param("learning_rate").schema["type"] == ["number", "integer"]
+    assert dag.params.get_param("batch_size").schema["type"] == "integer"
+    assert "train-platform" in dag.tags and "version:1.0.0" in dag.tags
+
+
+def test_compile_json_has_the_documented_shape(capsys):
+    assert main(["pipeline", "compile", str(EXAMPLE), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert set(plan) == {"dag_id", "version", "schedule", "params", "tasks"}
+    assert plan["params"] == {"learning_rate": 0.001, "batch_size": 32, "epochs": 100, "incremental_ratio": 0.1}
+    assert [t["task_id"] for t in plan["tasks"]] == ["data-preparation", "model-training", "model-evaluation", "model-deployment"]
+    training = plan["tasks"][1]
+    assert set(training) == {"task_id", "type", "operator", "upstream", "resources", "retries",
+                             "priority_weight", "pool", "executor"}
+    assert training["operator"] == "TrainingOperator"
+    assert training["upstream"] == ["data-preparation"]
+    assert training["resources"] == {"cpu": "8", "memory": "16Gi", "gpu": 1}
+    assert training["executor"] == "local"
+
+
+def test_params_are_validated_like_the_trigger_form(tp_home):
+    from airflow.sdk import ParamsDict  # noqa: F401 - the class the trigger form validates with
+
+    spec = load_pipeline(COMMAND_EXAMPLE)
+    dag = build_dag(spec, source="x", active=True, settings=get_settings())
+    param = dag.params.get_param("samples")
+    assert param.resolve(500) == 500
+    with pytest.raises(Exception, match="(?i)minimum|less than"):
+        param.resolve(3)
+    with pytest.raises(Exception):
+        param.resolve("many")
+
+
+def test_task_fields_reach_the_operators(tmp_path, tp_home):
+    path = write(tmp_path / "p.yaml", """
+    apiVersion: train-platform/v1
+    kind: Pipeline
+    metadata: {name: fields, version: "2.1.0", owner: alice, description: "Line one\\nmore", tags: [team-a]}
+    spec:
+      schedule: "0 3 * * *"
+      default_args: {retries: 4, retry_delay: 2m}
+      tasks:
+        - name: a
+          type: command
+          image: busybox
+          command: "echo hello"
+          args: ["{{ params.who }}"]
+          priority: 7
+          pool: gpu_pool
+          timeout: 1h
+          retry_delay: 30s
+          executor: kubernetes
+        - name: b
+          type: command
+          command: [echo]
+          retries: 0
+          depends_on: [a]
+      parameters:
+        who: world
+    """)
+    spec = load_pipeline(path)
+    dag = build_dag(spec, source=str(path), active=True, settings=get_settings())
+    a, b = dag.get_task("a"), dag.get_task("b")
+    assert a.command == ["echo", "hello", "{{ params.who }}"]
+    assert (a.priority_weight, a.pool, a.retries, a.runner) == (7, "gpu_pool", 4, "kubernetes")
+    assert a.execution_timeout.total_seconds() == 3600 and a.retry_delay.total_seconds() == 30
+    assert b.retries == 0 and b.retry_delay.total_seconds() == 120 and b.runner == "local"
+    assert dag.owner == "alice" and "team-a" in dag.tags
+    assert dag.description == "Line one (v2.1.0)"
+    assert describe(spec, get_settings())["schedule"] == "0 3 * * *"
+
+
+def test_inactive_version_is_unscheduled_and_tagged(tp_home):
+    spec = load_pipeline(COMMAND_EXAMPLE)
+    dag = build_dag(spec, source="x", active=False, settings=get_settings())
+    assert dag.dag_id == "example-command-pipeline__v1.0.0"
+    assert "inactive-version" in dag.tags
+    assert dag.is_paused_upon_creation is True
+
+
+def test_asset_schedule(tmp_path, tp_home):
+    path = write(tmp_path / "p.yaml", """
+    apiVersion: train-platform/v1
+    kind: Pipeline
+    metadata: {name: on-data, version: "1.0.0"}
+    spec:
+      schedule: {assets: ["s3://sensors/new"]}
+      tasks: [{name: a, type: command, command: [echo]}]
+    """)
+    spec = load_pipeline(path)
+    assert describe(spec, get_settings())["schedule"] == {"assets": ["s3://sensors/new"]}
+    dag = build_dag(spec, source=str(path), active=True, settings=get_settings())
+    assert "s3://sensors/new" in str(dag.timetable.asset_condition)
+
+
+def test_gpu_task_pod_is_a_valid_kubernetes_pod(tp_home):
+    """The pod KubernetesPodOperator would create for the example's training task,
+    checked offline against the Kubernetes schema."""
+    import kubernetes_validate
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import ApiClient
+
+    spec = load_pipeline(EXAMPLE)
+    dag = build_dag(spec, source=str(EXAMPLE), active=True, settings=get_settings())
+    training = dag.get_task("model-training")
+    kwargs = training.pod_operator_kwargs(["python", "-m", "ml.train", "--mode", "incremental"], {"A": "1"})
+    pod = KubernetesPodOperator(**kwargs).build_pod_request_obj()
+    manifest = ApiClient().sanitize_for_serialization(pod)
+    kubernetes_validate.validate(manifest, "1.30", strict=True)
+    container = manifest["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["requests"] == {"cpu": "8", "memory": "16Gi"}
+    assert container["image"] == "train-platform/transformer-training:latest"
+    assert container["command"] == ["python"] and container["args"][:2] == ["-m", "ml.train"]
+    assert manifest["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert manifest["metadata"]["labels"]["train-platform/pipeline"] == "incremental-learning-pipeline"
