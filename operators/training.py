@@ -8,9 +8,8 @@ from typing import Any, Mapping
 
 from operators.container_command import ContainerCommandOperator
 
-# Parameters that ml.train reads from its --config file when a pipeline defines them.
-_CONFIG_PARAMS = ("learning_rate", "batch_size", "d_model", "n_layers", "replay_size",
-                  "ewc_lambda", "lwf_alpha", "incremental_ratio")
+# Pipeline parameter -> ml.train config key, passed through --config when the pipeline has it.
+_CONFIG_PARAMS = {"learning_rate": "lr", "batch_size": "batch_size", "seed": "seed"}
 
 
 class TrainingOperator(ContainerCommandOperator):
@@ -41,7 +40,7 @@ class TrainingOperator(ContainerCommandOperator):
             command += ["--init", base]
         if params.get("epochs") is not None:
             command += ["--epochs", str(params["epochs"])]
-        config = {key: params[key] for key in _CONFIG_PARAMS if params.get(key) is not None}
+        config = {key: params[name] for name, key in _CONFIG_PARAMS.items() if params.get(name) is not None}
         if config:
             config_file = Path(out).parent / f".{self.task_id}-config.json"
             config_file.write_text(json.dumps(config))
