@@ -37,7 +37,8 @@ class ContainerCommandOperator(BaseOperator):
     :param outputs: output name -> container path or ref. (templated)
     :param env: extra environment variables. (templated)
     :param container_resources: ``{"cpu", "memory", "gpu"}`` as Kubernetes quantities.
-    :param mounts: the pipeline's and the task's storage mounts (spec form).
+    :param mounts: the pipeline's storage mounts (spec form: shorthand strings or dicts).
+    :param task_mounts: the task's own mounts; they replace pipeline mounts at the same path.
     :param runner: where the command runs, ``local`` or ``kubernetes`` (the spec's ``executor``).
     :param pipeline: name of the pipeline the task belongs to.
     :param pipeline_version: its version, recorded with every run.
@@ -58,6 +59,7 @@ class ContainerCommandOperator(BaseOperator):
         env: Mapping[str, str] | None = None,
         container_resources: Mapping[str, Any] | None = None,
         mounts: Sequence[Any] = (),
+        task_mounts: Sequence[Any] = (),
         runner: str = "local",
         pipeline: str = "",
         pipeline_version: str = "",
@@ -75,6 +77,7 @@ class ContainerCommandOperator(BaseOperator):
         self.env = dict(env or {})
         self.container_resources = dict(container_resources or {})
         self.mounts = list(mounts)
+        self.task_mounts = list(task_mounts)
         self.runner = runner
         self.pipeline = pipeline
         self.pipeline_version = pipeline_version
@@ -92,11 +95,11 @@ class ContainerCommandOperator(BaseOperator):
 
     @cached_property
     def parsed_mounts(self) -> list:
-        if not self.mounts:
+        if not self.mounts and not self.task_mounts:
             return []
-        from train_platform.storage import parse_mounts
+        from train_platform.storage import merge_mounts, parse_mounts
 
-        return parse_mounts(self.mounts)
+        return merge_mounts(parse_mounts(self.mounts), parse_mounts(self.task_mounts))
 
     def render_template_fields(self, context: Context, jinja_env=None) -> None:
         # Inputs and outputs render first, so that `{{ inputs.x }}` / `{{ outputs.y }}` in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,21 @@ from train_platform.cli import main
 from train_platform.compiler.compiler import build_dag, describe
 from train_platform.settings import get_settings
 from train_platform.spec.validate import load_pipeline
+
+
+@pytest.fixture
+def kubeconfig(tmp_path, monkeypatch):
+    """KubernetesPodOperator reads a cluster config to label the pod; no cluster is contacted."""
+    path = write(tmp_path / "kubeconfig", """
+    apiVersion: v1
+    kind: Config
+    clusters: [{name: offline, cluster: {server: "https://127.0.0.1:6443"}}]
+    users: [{name: tester, user: {token: unused}}]
+    contexts: [{name: offline, context: {cluster: offline, user: tester}}]
+    current-context: offline
+    """)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    return path
 
 
 def test_example_compiles_unchanged_to_four_chained_tasks(tp_home):
@@ -122,7 +138,7 @@ def test_asset_schedule(tmp_path, tp_home):
     assert "s3://sensors/new" in str(dag.timetable.asset_condition)
 
 
-def test_gpu_task_pod_is_a_valid_kubernetes_pod(tp_home):
+def test_gpu_task_pod_is_a_valid_kubernetes_pod(tp_home, kubeconfig):
     """The pod KubernetesPodOperator would create for the example's training task,
     checked offline against the Kubernetes schema."""
     import kubernetes_validate
@@ -143,3 +159,58 @@ def test_gpu_task_pod_is_a_valid_kubernetes_pod(tp_home):
     assert container["command"] == ["python"] and container["args"][:2] == ["-m", "ml.train"]
     assert manifest["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert manifest["metadata"]["labels"]["train-platform/pipeline"] == "incremental-learning-pipeline"
+
+
+MOUNTED = """
+apiVersion: train-platform/v1
+kind: Pipeline
+metadata: {name: mounted, version: "1.0.0"}
+spec:
+  mounts: "user-data(pvc):/mnt/user/data,4G(memory):/dev/shm"
+  tasks:
+    - name: train
+      type: command
+      image: train-platform/trainer:latest
+      executor: kubernetes
+      command: ["python", "-c", "print(1)"]
+      inputs: [{name: data, source: /mnt/user/data/processed}]
+      resources: {gpu: 2}
+      mounts: ["scratch(pvc):/mnt/scratch"]
+    - name: local-step
+      type: command
+      command: ["python", "-c", "print(1)"]
+      inputs: [{name: data, source: /mnt/user/data/processed}]
+      outputs: [{name: out, destination: /mnt/other/out}]
+"""
+
+
+def test_mounts_become_pod_volumes_and_local_folders(tmp_path, tp_home, kubeconfig):
+    import kubernetes_validate
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import ApiClient
+
+    path = write(tmp_path / "p.yaml", MOUNTED)
+    dag = build_dag(load_pipeline(path), source=str(path), active=True, settings=get_settings())
+    train = dag.get_task("train")
+    kwargs = train.pod_operator_kwargs(["python", "-c", "print(1)"], {})
+    manifest = ApiClient().sanitize_for_serialization(KubernetesPodOperator(**kwargs).build_pod_request_obj())
+    kubernetes_validate.validate(manifest, "1.30", strict=True)
+    mounts = {m["mountPath"] for m in manifest["spec"]["containers"][0]["volumeMounts"]}
+    assert {"/mnt/user/data", "/dev/shm", "/mnt/scratch"} <= mounts
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in manifest["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert {"user-data", "scratch"} <= claims
+    assert manifest["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+    # On the local executor the same container path lands in the mount's local folder.
+    local = dag.get_task("local-step")
+    resolved = local._resolve(local.inputs)["data"]
+    pvc_folder = local.parsed_mounts[0].local_path(get_settings())
+    assert Path(resolved) == pvc_folder / "processed"
+    assert local._resolve(local.outputs)["out"] == str(tp_home / "fs" / "mnt" / "other" / "out")
+
+
+def test_bad_mounts_are_validation_errors_with_their_line(tmp_path, capsys):
+    path = write(tmp_path / "p.yaml", MOUNTED.replace("/mnt/scratch", "/mnt/../etc"))
+    assert main(["pipeline", "validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}:14: spec.tasks[0].mounts: " in out and ".." in out
