@@ -1,0 +1,699 @@
+"""The model registry: versions, aliases with their history, A/B experiments, live stats.
+
+Versions are numbered 1, 2, ... per model. An alias (``production``, ``candidate``, any
+name) points at one version; every move is an event, and ``rollback`` replays those events
+as a stack (a promotion pushes, a rollback pops) so that repeated rollbacks walk back
+through earlier holders rather than bouncing between the last two.
+
+All writes run in one transaction that locks the model's row first (see ``schema``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from train_platform.registry import schema
+from train_platform.registry.exceptions import (
+    AliasNotSetError,
+    CheckpointInvalidError,
+    ExperimentError,
+    InvalidModelNameError,
+    ModelNotFoundError,
+    NothingToRollBackError,
+    VersionNotFoundError,
+)
+from train_platform.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# BentoML tag rules (its names and versions must match this), which keeps names portable.
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+PRODUCTION = "production"
+CANDIDATE = "candidate"
+GATE_STATES = ("pending", "passed", "failed")
+
+# Event kinds that move an alias; rollback replays exactly these.
+_ALIAS_KINDS = ("promote", "rollback", "clear")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything the registry stores is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def check_name(value: str, what: str = "model name") -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise InvalidModelNameError(
+            f"invalid {what} {value!r}: use lowercase letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    created_at: datetime
+    created_by: str
+    task: str
+    checkpoint_uri: str
+    bento_model_tag: str
+    bento_tag: str | None
+    training_run: str | None
+    dataset_snapshot: str | None
+    parent_version: int | None
+    metrics: dict[str, Any]
+    gate_status: str
+    gate_report: str | None
+    rejected: bool
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        """The model ref passed between tasks: ``name:version``."""
+        return f"{self.model}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["created_at"] = self.created_at.isoformat()
+        data["aliases"] = list(self.aliases)
+        return data
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    at: datetime
+    kind: str
+    alias: str | None
+    version: int | None
+    previous_version: int | None
+    actor: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["at"] = self.at.isoformat()
+        return data
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: int
+    model: str
+    control_version: int
+    candidate_version: int
+    candidate_weight: float
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What an inference replica needs, read in one cheap query: the production version and
+    the running experiment, if any."""
+
+    model: str
+    production: int | None
+    experiment: Experiment | None
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    """Sum of the serving-stats windows of one version over a time range."""
+
+    version: int
+    requests: int = 0
+    errors: int = 0
+    latency_ms_sum: float = 0.0
+    latency_buckets: tuple[int, ...] = (0,) * (len(schema.LATENCY_BUCKETS_MS) + 1)
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        served = self.requests - self.errors
+        return self.latency_ms_sum / served if served > 0 else None
+
+    def latency_quantile_ms(self, q: float) -> float | None:
+        """Upper bound of the histogram bucket holding the q-quantile (conservative)."""
+        total = sum(self.latency_buckets)
+        if total == 0:
+            return None
+        rank = q * total
+        seen = 0
+        bounds = (*schema.LATENCY_BUCKETS_MS, float("inf"))
+        for bound, count in zip(bounds, self.latency_buckets):
+            seen += count
+            if seen >= rank:
+                return float(bound)
+        return float("inf")
+
+
+class ModelRegistry:
+    """Entry point to the registry. Cheap to construct; holds no connection."""
+
+    def __init__(self, settings: Settings | None = None, *, database_url: str | None = None):
+        self.settings = settings or get_settings()
+        self.url = database_url or self.settings.database_uri
+
+    # ------------------------------------------------------------------ internals
+
+    def _model_id(self, conn: Connection, name: str, *, lock: bool = False) -> int:
+        query = select(schema.models.c.id).where(schema.models.c.name == check_name(name))
+        if lock:
+            query = query.with_for_update()
+        model_id = conn.execute(query).scalar()
+        if model_id is None:
+            known = conn.execute(select(schema.models.c.name).order_by(schema.models.c.name)).scalars().all()
+            hint = f"; registered models: {', '.join(known)}" if known else "; no model is registered yet"
+            raise ModelNotFoundError(f"unknown model {name!r}{hint}")
+        return model_id
+
+    def _version_row(self, conn: Connection, model_id: int, name: str, version: int):
+        row = conn.execute(
+            select(schema.versions).where(
+                and_(schema.versions.c.model_id == model_id, schema.versions.c.version == int(version))
+            )
+        ).mappings().first()
+        if row is None:
+            numbers = conn.execute(
+                select(schema.versions.c.version).where(schema.versions.c.model_id == model_id).order_by(schema.versions.c.version)
+            ).scalars().all()
+            raise VersionNotFoundError(
+                f"model {name!r} has no version {version}; its versions are "
+                f"{', '.join(map(str, numbers)) or 'none'}"
+            )
+        return row
+
+    def _aliases_of(self, conn: Connection, model_id: int) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for alias, version in conn.execute(
+            select(schema.aliases.c.alias, schema.aliases.c.version)
+            .where(schema.aliases.c.model_id == model_id)
+            .order_by(schema.aliases.c.alias)
+        ):
+            out.setdefault(version, []).append(alias)
+        return out
+
+    @staticmethod
+    def _to_version(name: str, row, aliases: Iterable[str] = ()) -> ModelVersion:
+        return ModelVersion(
+            model=name,
+            version=row["version"],
+            created_at=_aware(row["created_at"]),
+            created_by=row["created_by"],
+            task=row["task"],
+            checkpoint_uri=row["checkpoint_uri"],
+            bento_model_tag=row["bento_model_tag"],
+            bento_tag=row["bento_tag"],
+            training_run=row["training_run"],
+            dataset_snapshot=row["dataset_snapshot"],
+            parent_version=row["parent_version"],
+            metrics=dict(row["metrics"] or {}),
+            gate_status=row["gate_status"],
+            gate_report=row["gate_report"],
+            rejected=bool(row["rejected"]),
+            aliases=tuple(aliases),
+        )
+
+    def _event(
+        self, conn: Connection, model_id: int, kind: str, *, alias: str | None = None,
+        version: int | None = None, previous: int | None = None, actor: str | None = None,
+        detail: dict[str, Any] | None = None, at: datetime | None = None,
+    ) -> None:
+        conn.execute(
+            insert(schema.events).values(
+                model_id=model_id, at=at or utcnow(), kind=kind, alias=alias, version=version,
+                previous_version=previous, actor=actor or self.settings.user, detail=detail or {},
+            )
+        )
+
+    def _current_alias(self, conn: Connection, model_id: int, alias: str) -> int | None:
+        return conn.execute(
+            select(schema.aliases.c.version).where(
+                and_(schema.aliases.c.model_id == model_id, schema.aliases.c.alias == alias)
+            )
+        ).scalar()
+
+    def _set_alias(
+        self, conn: Connection, model_id: int, alias: str, version: int | None, *, kind: str,
+        actor: str | None, detail: dict[str, Any] | None,
+    ) -> int | None:
+        previous = self._current_alias(conn, model_id, alias)
+        now = utcnow()
+        if version is None:
+            conn.execute(
+                schema.aliases.delete().where(
+                    and_(schema.aliases.c.model_id == model_id, schema.aliases.c.alias == alias)
+                )
+            )
+        elif previous is None:
+            conn.execute(insert(schema.aliases).values(model_id=model_id, alias=alias, version=version, updated_at=now))
+        else:
+            conn.execute(
+                update(schema.aliases)
+                .where(and_(schema.aliases.c.model_id == model_id, schema.aliases.c.alias == alias))
+                .values(version=version, updated_at=now)
+            )
+        self._event(conn, model_id, kind, alias=alias, version=version, previous=previous, actor=actor, detail=detail, at=now)
+        return previous
+
+    def _holder_stack(self, conn: Connection, model_id: int, alias: str) -> list[int]:
+        stack: list[int] = []
+        rows = conn.execute(
+            select(schema.events.c.kind, schema.events.c.version)
+            .where(and_(
+                schema.events.c.model_id == model_id,
+                schema.events.c.alias == alias,
+                schema.events.c.kind.in_(_ALIAS_KINDS),
+            ))
+            .order_by(schema.events.c.id)
+        )
+        for kind, version in rows:
+            if kind == "promote":
+                stack.append(version)
+            elif kind == "rollback":
+                if stack:
+                    stack.pop()
+            else:  # clear: the alias starts over
+                stack.clear()
+        return stack
+
+    # ------------------------------------------------------------------ versions
+
+    def register(
+        self, name: str, checkpoint_dir: str | Path, *, training_run: str | None = None,
+        dataset_snapshot: str | None = None, metrics: dict[str, Any] | None = None,
+        parent_version: int | None = None, gate_status: str = "pending",
+        gate_report: str | None = None, task: str | None = None, actor: str | None = None,
+    ) -> ModelVersion:
+        """Adds a new version of ``name`` from a checkpoint folder written by ``ml.train``.
+
+        The folder is copied into the BentoML model store as ``name:v<version>``. If the
+        database write fails afterwards the stored model is deleted again, so a failed
+        registration leaves nothing behind.
+        """
+        check_name(name)
+        checkpoint = Path(checkpoint_dir).expanduser().resolve()
+        if gate_status not in GATE_STATES:
+            raise CheckpointInvalidError(f"gate status must be one of {', '.join(GATE_STATES)}, not {gate_status!r}")
+        info = read_checkpoint_info(checkpoint)
+        task = task or info["task"]
+        metrics = dict(metrics or {})
+        for key, value in metrics.items():
+            if not isinstance(key, str):
+                raise CheckpointInvalidError(f"metric names must be strings, got {key!r}")
+            if isinstance(value, float) and value != value:
+                raise CheckpointInvalidError(f"metric {key!r} is NaN")
+        from sqlalchemy.exc import IntegrityError
+
+        for attempt in range(3):
+            try:
+                number, row, tag = self._register_once(
+                    name, checkpoint, task=task, metrics=metrics, training_run=training_run,
+                    dataset_snapshot=dataset_snapshot, parent_version=parent_version,
+                    gate_status=gate_status, gate_report=gate_report, actor=actor,
+                )
+                break
+            except IntegrityError:
+                # PostgreSQL: a concurrent first registration created the model row (or took
+                # the number) between our read and insert; the retry sees it and locks it.
+                if attempt == 2:
+                    raise
+        log.info("registered %s version %d (%s)", name, number, tag)
+        return self._to_version(name, row)
+
+    def _register_once(self, name: str, checkpoint: Path, *, task: str, metrics: dict[str, Any],
+                       training_run: str | None, dataset_snapshot: str | None,
+                       parent_version: int | None, gate_status: str, gate_report: str | None,
+                       actor: str | None):
+        from train_platform.registry import bento_store
+
+        with schema.transaction(self.url) as conn:
+            model_id = conn.execute(
+                select(schema.models.c.id).where(schema.models.c.name == name).with_for_update()
+            ).scalar()
+            if model_id is None:
+                model_id = conn.execute(
+                    insert(schema.models).values(name=name, created_at=utcnow())
+                ).inserted_primary_key[0]
+            if parent_version is not None:
+                self._version_row(conn, model_id, name, parent_version)
+            number = (conn.execute(
+                select(func.max(schema.versions.c.version)).where(schema.versions.c.model_id == model_id)
+            ).scalar() or 0) + 1
+            extra = {k: v for k, v in (("training_run", training_run), ("dataset_snapshot", dataset_snapshot)) if v}
+            tag = bento_store.save_checkpoint_model(
+                self.settings, name, number, checkpoint,
+                labels={"task": task, "registry_version": str(number)},
+                metadata={"checkpoint_uri": str(checkpoint), "metrics": metrics, **extra},
+            )
+            try:
+                conn.execute(insert(schema.versions).values(
+                    model_id=model_id, version=number, created_at=utcnow(),
+                    created_by=actor or self.settings.user, task=task, checkpoint_uri=str(checkpoint),
+                    checkpoint_digest=checkpoint_digest(checkpoint),
+                    bento_model_tag=tag, training_run=training_run, dataset_snapshot=dataset_snapshot,
+                    parent_version=parent_version, metrics=metrics, gate_status=gate_status,
+                    gate_report=gate_report, rejected=False,
+                ))
+                self._event(conn, model_id, "register", version=number, actor=actor,
+                            detail={"checkpoint": str(checkpoint), "bento_model": tag, "gate": gate_status})
+                row = self._version_row(conn, model_id, name, number)
+            except BaseException:
+                # The database rolls back; the files must go too, or a retry collides.
+                bento_store.delete_model(self.settings, tag)
+                raise
+        return number, row, tag
+
+    def get(self, name: str, version: int | str) -> ModelVersion:
+        """A version by number (``3`` or ``v3``), alias (``production``) or ``latest``."""
+        with schema.read(self.url) as conn:
+            model_id = self._model_id(conn, name)
+            number = self._resolve(conn, model_id, name, version)
+            row = self._version_row(conn, model_id, name, number)
+            return self._to_version(name, row, self._aliases_of(conn, model_id).get(number, ()))
+
+    def _resolve(self, conn: Connection, model_id: int, name: str, version: int | str) -> int:
+        if isinstance(version, int) or (isinstance(version, str) and version.lstrip("v").isdigit()):
+            return int(str(version).lstrip("v"))
+        if version == "latest":
+            number = conn.execute(
+                select(func.max(schema.versions.c.version)).where(schema.versions.c.model_id == model_id)
+            ).scalar()
+            if number is None:
+                raise VersionNotFoundError(f"model {name!r} has no versions yet")
+            return number
+        number = self._current_alias(conn, model_id, check_name(version, "alias"))
+        if number is None:
+            raise AliasNotSetError(f"alias {version!r} of model {name!r} points at no version")
+        return number
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        with schema.read(self.url) as conn:
+            model_id = self._model_id(conn, name)
+            held = self._aliases_of(conn, model_id)
+            rows = conn.execute(
+                select(schema.versions).where(schema.versions.c.model_id == model_id).order_by(schema.versions.c.version)
+            ).mappings().all()
+            return [self._to_version(name, row, held.get(row["version"], ())) for row in rows]
+
+    def find_by_checkpoint(self, name: str, checkpoint_dir: str | Path) -> ModelVersion | None:
+        """The version registered from a checkpoint with the same content, if any (keeps
+        retries of a deployment task from registering the same checkpoint twice)."""
+        digest = checkpoint_digest(Path(checkpoint_dir).expanduser().resolve())
+        with schema.read(self.url) as conn:
+            model_id = conn.execute(select(schema.models.c.id).where(schema.models.c.name == name)).scalar()
+            if model_id is None:
+                return None
+            row = conn.execute(select(schema.versions).where(and_(
+                schema.versions.c.model_id == model_id, schema.versions.c.checkpoint_digest == digest,
+            )).order_by(schema.versions.c.version.desc())).mappings().first()
+            return None if row is None else self._to_version(name, row)
+
+    def list_models(self) -> list[str]:
+        with schema.read(self.url) as conn:
+            return list(conn.execute(select(schema.models.c.name).order_by(schema.models.c.name)).scalars())
+
+    def record_gate(self, name: str, version: int, *, passed: bool, report: str | None = None,
+                    actor: str | None = None) -> ModelVersion:
+        """Stores the evaluation gate's verdict; deployment only considers passed versions."""
+        status = "passed" if passed else "failed"
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            self._version_row(conn, model_id, name, version)
+            conn.execute(update(schema.versions).where(and_(
+                schema.versions.c.model_id == model_id, schema.versions.c.version == version,
+            )).values(gate_status=status, gate_report=report))
+            self._event(conn, model_id, "gate", version=version, actor=actor, detail={"status": status, "report": report})
+        return self.get(name, version)
+
+    def record_bento(self, name: str, version: int, bento_tag: str, *, actor: str | None = None) -> None:
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            self._version_row(conn, model_id, name, version)
+            conn.execute(update(schema.versions).where(and_(
+                schema.versions.c.model_id == model_id, schema.versions.c.version == version,
+            )).values(bento_tag=bento_tag))
+            self._event(conn, model_id, "package", version=version, actor=actor, detail={"bento": bento_tag})
+
+    def record_event(self, name: str, kind: str, *, version: int | None = None,
+                     detail: dict[str, Any] | None = None, actor: str | None = None) -> None:
+        """A step that changes no alias (an export, an A/B check that keeps waiting)."""
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            self._event(conn, model_id, kind, version=version, actor=actor, detail=detail)
+
+    # ------------------------------------------------------------------ aliases
+
+    def promote(self, name: str, version: int | str, *, alias: str = PRODUCTION,
+                actor: str | None = None, reason: str | None = None) -> ModelVersion:
+        """Points ``alias`` at ``version`` and records the move."""
+        check_name(alias, "alias")
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            number = self._resolve(conn, model_id, name, version)
+            self._version_row(conn, model_id, name, number)
+            previous = self._set_alias(conn, model_id, alias, number, kind="promote", actor=actor,
+                                       detail={"reason": reason} if reason else {})
+        log.info("%s: alias %s -> version %d (was %s)", name, alias, number, previous)
+        return self.get(name, number)
+
+    def rollback(self, name: str, *, alias: str = PRODUCTION, actor: str | None = None,
+                 reason: str | None = None) -> ModelVersion:
+        """Moves ``alias`` back to the holder before the current one."""
+        check_name(alias, "alias")
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            current = self._current_alias(conn, model_id, alias)
+            if current is None:
+                raise AliasNotSetError(f"alias {alias!r} of model {name!r} points at no version; nothing to roll back")
+            stack = self._holder_stack(conn, model_id, alias)
+            if len(stack) < 2:
+                raise NothingToRollBackError(
+                    f"alias {alias!r} of model {name!r} has no earlier holder than version {current}"
+                )
+            target = stack[-2]
+            self._set_alias(conn, model_id, alias, target, kind="rollback", actor=actor,
+                            detail={"reason": reason} if reason else {})
+        log.info("%s: alias %s rolled back %d -> %d", name, alias, current, target)
+        return self.get(name, target)
+
+    def clear_alias(self, name: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> None:
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            if self._current_alias(conn, model_id, check_name(alias, "alias")) is None:
+                raise AliasNotSetError(f"alias {alias!r} of model {name!r} points at no version")
+            self._set_alias(conn, model_id, alias, None, kind="clear", actor=actor,
+                            detail={"reason": reason} if reason else {})
+
+    def aliases(self, name: str) -> dict[str, int]:
+        with schema.read(self.url) as conn:
+            model_id = self._model_id(conn, name)
+            return {alias: version for version, names in self._aliases_of(conn, model_id).items() for alias in names}
+
+    def history(self, name: str, *, alias: str | None = None) -> list[ModelEvent]:
+        """Every recorded step, oldest first; with ``alias``, only that alias's moves."""
+        with schema.read(self.url) as conn:
+            model_id = self._model_id(conn, name)
+            query = select(schema.events).where(schema.events.c.model_id == model_id)
+            if alias is not None:
+                query = query.where(schema.events.c.alias == alias)
+            rows = conn.execute(query.order_by(schema.events.c.id)).mappings().all()
+        return [
+            ModelEvent(at=_aware(r["at"]), kind=r["kind"], alias=r["alias"], version=r["version"],
+                       previous_version=r["previous_version"], actor=r["actor"], detail=dict(r["detail"] or {}))
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ experiments
+
+    def start_experiment(self, name: str, candidate: int | str, *, weight: float,
+                         actor: str | None = None, reason: str | None = None) -> Experiment:
+        """Sends ``weight`` of the traffic to ``candidate``, the rest to production. Points
+        the ``candidate`` alias at it too, so the move is in the alias history."""
+        if not isinstance(weight, (int, float)) or not 0.0 < float(weight) < 1.0:
+            raise ExperimentError(f"candidate weight must be strictly between 0 and 1, not {weight!r}")
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            number = self._resolve(conn, model_id, name, candidate)
+            self._version_row(conn, model_id, name, number)
+            production = self._current_alias(conn, model_id, PRODUCTION)
+            if production is None:
+                raise ExperimentError(f"model {name!r} has no production version to compare version {number} with")
+            if production == number:
+                raise ExperimentError(f"version {number} of {name!r} is already production; an A/B test needs two versions")
+            running = self._active_experiment(conn, model_id, name)
+            if running is not None:
+                raise ExperimentError(
+                    f"model {name!r} already runs experiment {running.id} "
+                    f"(v{running.control_version} vs v{running.candidate_version}); clear it first"
+                )
+            now = utcnow()
+            exp_id = conn.execute(insert(schema.experiments).values(
+                model_id=model_id, control_version=production, candidate_version=number,
+                candidate_weight=float(weight), started_at=now,
+            )).inserted_primary_key[0]
+            if self._current_alias(conn, model_id, CANDIDATE) != number:
+                self._set_alias(conn, model_id, CANDIDATE, number, kind="promote", actor=actor,
+                                detail={"reason": "A/B experiment started"})
+            self._event(conn, model_id, "ab_start", version=number, previous=production, actor=actor,
+                        detail={"experiment": exp_id, "weight": float(weight), **({"reason": reason} if reason else {})})
+            return self._active_experiment(conn, model_id, name)
+
+    def end_experiment(self, name: str, *, outcome: str = "cleared", actor: str | None = None,
+                       detail: dict[str, Any] | None = None) -> Experiment:
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            return self._end_experiment(conn, model_id, name, outcome=outcome, actor=actor, detail=detail)
+
+    def _end_experiment(self, conn: Connection, model_id: int, name: str, *, outcome: str,
+                        actor: str | None, detail: dict[str, Any] | None) -> Experiment:
+        running = self._active_experiment(conn, model_id, name)
+        if running is None:
+            raise ExperimentError(f"model {name!r} runs no A/B experiment")
+        now = utcnow()
+        conn.execute(update(schema.experiments).where(schema.experiments.c.id == running.id)
+                     .values(ended_at=now, outcome=outcome))
+        self._event(conn, model_id, "ab_end", version=running.candidate_version,
+                    previous=running.control_version, actor=actor,
+                    detail={"experiment": running.id, "outcome": outcome, **(detail or {})}, at=now)
+        return Experiment(**{**running.__dict__, "ended_at": now, "outcome": outcome})
+
+    def _active_experiment(self, conn: Connection, model_id: int, name: str) -> Experiment | None:
+        row = conn.execute(
+            select(schema.experiments).where(and_(
+                schema.experiments.c.model_id == model_id, schema.experiments.c.ended_at.is_(None),
+            )).order_by(schema.experiments.c.id.desc())
+        ).mappings().first()
+        if row is None:
+            return None
+        return Experiment(id=row["id"], model=name, control_version=row["control_version"],
+                          candidate_version=row["candidate_version"], candidate_weight=row["candidate_weight"],
+                          started_at=_aware(row["started_at"]))
+
+    def active_experiment(self, name: str) -> Experiment | None:
+        with schema.read(self.url) as conn:
+            return self._active_experiment(conn, self._model_id(conn, name), name)
+
+    def conclude_experiment(self, name: str, *, promote: bool, actor: str | None = None,
+                            detail: dict[str, Any] | None = None) -> Experiment:
+        """Ends the running experiment in one transaction: the candidate becomes production
+        (``promote``) or is marked rejected and production stays (rollback of the A/B)."""
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name, lock=True)
+            running = self._active_experiment(conn, model_id, name)
+            if running is None:
+                raise ExperimentError(f"model {name!r} runs no A/B experiment")
+            outcome = "promoted" if promote else "rolled_back"
+            ended = self._end_experiment(conn, model_id, name, outcome=outcome, actor=actor, detail=detail)
+            if promote:
+                self._set_alias(conn, model_id, PRODUCTION, running.candidate_version, kind="promote",
+                                actor=actor, detail={"reason": "A/B experiment won", **(detail or {})})
+            else:
+                conn.execute(update(schema.versions).where(and_(
+                    schema.versions.c.model_id == model_id,
+                    schema.versions.c.version == running.candidate_version,
+                )).values(rejected=True))
+            if self._current_alias(conn, model_id, CANDIDATE) is not None:
+                self._set_alias(conn, model_id, CANDIDATE, None, kind="clear", actor=actor,
+                                detail={"reason": f"A/B experiment {outcome}"})
+            return ended
+
+    def serving_state(self, name: str) -> ServingState:
+        """One read for the inference service's poll."""
+        with schema.read(self.url) as conn:
+            model_id = self._model_id(conn, name)
+            return ServingState(model=name, production=self._current_alias(conn, model_id, PRODUCTION),
+                                experiment=self._active_experiment(conn, model_id, name))
+
+    # ------------------------------------------------------------------ live stats
+
+    def record_serving_stats(self, name: str, replica: str, windows: list[LiveStats], *,
+                             window_end: datetime | None = None) -> None:
+        """Appends one window of figures per version (called by the inference service)."""
+        windows = [w for w in windows if w.requests or w.labelled]
+        if not windows:
+            return
+        end = window_end or utcnow()
+        with schema.transaction(self.url) as conn:
+            model_id = self._model_id(conn, name)
+            conn.execute(insert(schema.serving_stats), [
+                dict(model_id=model_id, version=w.version, replica=replica, window_end=end,
+                     requests=w.requests, errors=w.errors, latency_ms_sum=w.latency_ms_sum,
+                     latency_buckets=list(w.latency_buckets), labelled=w.labelled, correct=w.correct)
+                for w in windows
+            ])
+
+    def live_stats(self, name: str, version: int, *, since: datetime | None = None) -> LiveStats:
+        with schema.read(self.url) as conn:
+            model_id = self._model_id(conn, name)
+            query = select(schema.serving_stats).where(and_(
+                schema.serving_stats.c.model_id == model_id, schema.serving_stats.c.version == version,
+            ))
+            if since is not None:
+                query = query.where(schema.serving_stats.c.window_end >= since)
+            rows = conn.execute(query).mappings().all()
+        buckets = [0] * (len(schema.LATENCY_BUCKETS_MS) + 1)
+        totals = dict(requests=0, errors=0, latency_ms_sum=0.0, labelled=0, correct=0)
+        for row in rows:
+            for key in totals:
+                totals[key] += row[key]
+            for i, count in enumerate(row["latency_buckets"]):
+                buckets[i] += count
+        return LiveStats(version=version, latency_buckets=tuple(buckets), **totals)
+
+
+def checkpoint_digest(checkpoint: Path) -> str:
+    """sha256 over the names and bytes of every file in the checkpoint folder."""
+    import hashlib
+
+    if not checkpoint.is_dir():
+        raise CheckpointInvalidError(f"checkpoint folder {checkpoint} does not exist")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(checkpoint)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint_info(checkpoint: Path) -> dict[str, Any]:
+    """Task and labels of a checkpoint folder, checked by loading it with ``ml.checkpoint``
+    (torch is imported here, on registration only)."""
+    if not checkpoint.is_dir():
+        raise CheckpointInvalidError(f"checkpoint folder {checkpoint} does not exist")
+    from ml.checkpoint import load_checkpoint
+    from ml.exceptions import MLError
+
+    try:
+        loaded = load_checkpoint(checkpoint)
+    except MLError as exc:
+        raise CheckpointInvalidError(f"{checkpoint} is not a usable checkpoint: {exc}") from exc
+    return {"task": loaded.task, "labels": list(loaded.labels or [])}

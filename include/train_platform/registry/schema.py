@@ -1,0 +1,194 @@
+"""Tables of the model registry in the platform database, and the engine that reaches it.
+
+SQLAlchemy Core keeps the schema explicit and the same on SQLite (embedded shape) and
+PostgreSQL (scale shape). Every write runs in one transaction that first locks the model's
+row, so two processes registering or promoting the same model serialise instead of racing
+(``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` takes SQLite's write lock).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Connection, Engine
+
+metadata = MetaData()
+
+models = Table(
+    "tp_models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+versions = Table(
+    "tp_model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("tp_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("task", String(32), nullable=False),
+    Column("checkpoint_uri", String(1024), nullable=False),
+    # sha256 of the checkpoint's files: the same folder path is reused by daily pipelines,
+    # so identity is the content.
+    Column("checkpoint_digest", String(64), nullable=False),
+    # "name:version" in the BentoML model store.
+    Column("bento_model_tag", String(160), nullable=False),
+    # Set by packaging: the Bento built for this version.
+    Column("bento_tag", String(160)),
+    Column("training_run", String(256)),
+    Column("dataset_snapshot", String(256)),
+    Column("parent_version", Integer),
+    Column("metrics", JSON, nullable=False),
+    # pending | passed | failed: the evaluation gate's verdict, which deployment requires.
+    Column("gate_status", String(16), nullable=False),
+    Column("gate_report", String(1024)),
+    # A version that lost an A/B test is never offered as candidate again.
+    Column("rejected", Boolean, nullable=False, default=False),
+    UniqueConstraint("model_id", "version", name="uq_tp_model_version"),
+)
+
+aliases = Table(
+    "tp_model_aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("tp_models.id"), primary_key=True),
+    Column("alias", String(63), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every step on a model, in order: registration, alias moves, gates, packaging, exports,
+# A/B phases and the deployment decisions. Alias history is the subset with `alias` set.
+events = Table(
+    "tp_model_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("tp_models.id"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("alias", String(63)),
+    Column("version", Integer),
+    Column("previous_version", Integer),
+    Column("actor", String(128), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Index("ix_tp_model_events_model", "model_id", "id"),
+)
+
+experiments = Table(
+    "tp_experiments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("tp_models.id"), nullable=False),
+    Column("control_version", Integer, nullable=False),
+    Column("candidate_version", Integer, nullable=False),
+    # Share of traffic sent to the candidate, in (0, 1).
+    Column("candidate_weight", Float, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("outcome", String(32)),
+    Index("ix_tp_experiments_active", "model_id", "ended_at"),
+)
+
+# Live figures the inference service flushes every few seconds, one row per replica and
+# window, so several replicas add up and the deployment step can sum any time range.
+serving_stats = Table(
+    "tp_serving_stats",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("tp_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("replica", String(128), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("latency_ms_sum", Float, nullable=False),
+    # Counts per bucket of LATENCY_BUCKETS_MS (last bucket: above the highest bound).
+    Column("latency_buckets", JSON, nullable=False),
+    Column("labelled", Integer, nullable=False),
+    Column("correct", Integer, nullable=False),
+    Index("ix_tp_serving_stats_version", "model_id", "version", "window_end"),
+)
+
+# Upper bounds (ms) of the latency histogram the service keeps per version; wide enough
+# for CPU inference under load, fine enough to tell 10 ms from 25 ms at p95.
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 15, 25, 40, 60, 100, 150, 250, 500, 1000, 2500)
+
+_engines: dict[tuple[str, bool], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(url: str, *, for_write: bool = True) -> Engine:
+    """One engine per database URL (and, on SQLite, per read/write use) per process, with
+    the tables created on first use."""
+    for_write = for_write or not url.startswith("sqlite")
+    with _engines_lock:
+        engine = _engines.get((url, for_write))
+        if engine is None:
+            engine = _create_engine(url, immediate=for_write)
+            metadata.create_all(engine)
+            _engines[(url, for_write)] = engine
+        return engine
+
+
+def _create_engine(url: str, *, immediate: bool) -> Engine:
+    if url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        if database and database != ":memory:":
+            # The embedded shape's first command must work on a fresh TP_HOME.
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # 30 s busy timeout: concurrent writers wait for the lock instead of failing.
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _no_implicit_begin(dbapi_conn, _record):  # pragma: no cover - driver hook
+            # pysqlite's own BEGIN handling defers the lock; take control of it.
+            dbapi_conn.isolation_level = None
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn):  # pragma: no cover - driver hook
+            # Writers lock up front (no upgrade deadlocks); readers, in WAL mode, never block.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    # pre_ping: the service keeps its pool for days; a restarted PostgreSQL must not break it.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[Connection]:
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def read(url: str) -> Iterator[Connection]:
+    """A read-only transaction: one consistent view, never blocked by SQLite writers."""
+    engine = get_engine(url, for_write=False)
+    with engine.begin() as conn:
+        yield conn

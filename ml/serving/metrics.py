@@ -1,0 +1,50 @@
+"""Prometheus metrics of the inference service, served by BentoML at ``/metrics``.
+
+Defined through ``bentoml.metrics`` so they join BentoML's multiprocess registry. Every
+series carries the model version, which is what A/B comparisons and rollbacks look at.
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+REQUESTS = bentoml.metrics.Counter(
+    name="tp_predict_requests_total",
+    documentation="Prediction requests by model version and outcome "
+                  "(ok, bad_input, unauthorized, overloaded, error)",
+    labelnames=["model", "version", "outcome"],
+)
+LATENCY = bentoml.metrics.Histogram(
+    name="tp_predict_latency_seconds",
+    documentation="Time from request to answer, per model version (cache hits included)",
+    labelnames=["model", "version"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5),
+)
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="tp_batch_size",
+    documentation="Samples per model forward pass (adaptive batching)",
+    labelnames=["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+CACHE = bentoml.metrics.Counter(
+    name="tp_cache_lookups_total",
+    documentation="Prediction cache lookups by result (hit, miss)",
+    labelnames=["model", "version", "result"],
+)
+CONFIDENCE = bentoml.metrics.Histogram(
+    name="tp_prediction_confidence",
+    documentation="Confidence (top class probability) of classification answers",
+    labelnames=["model", "version"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+DRIFT = bentoml.metrics.Gauge(
+    name="tp_input_drift_psi",
+    documentation="Population stability index of served inputs vs the training data, per channel",
+    labelnames=["model", "version", "channel"],
+    multiprocess_mode="mostrecent",
+)
+CONFIRMED = bentoml.metrics.Counter(
+    name="tp_confirmed_predictions_total",
+    documentation="Predictions later confirmed by a human label, by correctness",
+    labelnames=["model", "version", "correct"],
+)

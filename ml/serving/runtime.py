@@ -1,0 +1,248 @@
+"""Everything the inference service does besides HTTP: follow the registry, keep the served
+versions loaded, route, validate, cache, batch, predict, record metrics and live stats.
+
+``ml/service.py`` wraps one ``ServingRuntime`` per worker process in a BentoML service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ml.exceptions import InvalidInputError
+from ml.serving import metrics
+from ml.serving.batching import AdaptiveBatcher, OverloadedError
+from ml.serving.cache import PredictionCache, input_hash
+from ml.serving.config import ServingConfig
+from ml.serving.drift import DriftMonitor
+from ml.serving.routing import choose_version
+from ml.serving.stats import StatsCollector
+from train_platform.registry import ModelRegistry, RegistryError
+from train_platform.registry.registry import ServingState
+from train_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+class NoProductionVersionError(RegistryError):
+    """The model has no ``production`` alias, so there is nothing to serve."""
+
+
+@dataclass
+class LoadedVersion:
+    version: int
+    checkpoint: Any  # ml.checkpoint.Checkpoint
+    drift: DriftMonitor
+    requests_since_drift: int = 0
+
+
+class ServingRuntime:
+    def __init__(self, config: ServingConfig, settings: Settings):
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+        self.config = config
+        self.settings = settings
+        self.model = config.model
+        self.registry = ModelRegistry(settings)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.loaded: dict[int, LoadedVersion] = {}
+        self.state = self.registry.serving_state(self.model)
+        if self.state.production is None:
+            raise NoProductionVersionError(
+                f"model {self.model!r} has no production version: run `tp model promote {self.model} VERSION`")
+        for version in self._wanted(self.state):
+            self.loaded[version] = self._load(version)
+        self.cache = PredictionCache(self.model, redis_url=settings.redis_url, ttl_s=config.cache_ttl_s,
+                                     local_entries=config.local_cache_entries,
+                                     feedback_ttl_s=config.feedback_ttl_s)
+        self.stats = StatsCollector()
+        self.batcher = AdaptiveBatcher(self._run_batch, max_batch_size=config.max_batch_size,
+                                       max_latency_ms=config.max_latency_ms, on_batch=self._on_batch)
+        self._tasks: list[asyncio.Task] = []
+        log.info("serving %s: production v%d%s, cache %s", self.model, self.state.production,
+                 self._describe_experiment(self.state), self.cache.backend)
+
+    # ------------------------------------------------------------------ versions
+
+    @staticmethod
+    def _wanted(state: ServingState) -> list[int]:
+        versions = [state.production]
+        if state.experiment is not None:
+            versions += [state.experiment.control_version, state.experiment.candidate_version]
+        return sorted(set(versions))
+
+    @staticmethod
+    def _describe_experiment(state: ServingState) -> str:
+        exp = state.experiment
+        if exp is None:
+            return ""
+        return f", A/B v{exp.control_version} vs v{exp.candidate_version} at {exp.candidate_weight:.0%}"
+
+    def _load(self, version: int) -> LoadedVersion:
+        from ml.checkpoint import load_checkpoint
+        from train_platform.registry.bento_store import model_path
+
+        entry = self.registry.get(self.model, version)
+        checkpoint = load_checkpoint(model_path(self.settings, entry.bento_model_tag))
+        log.info("loaded %s v%d from %s", self.model, version, entry.bento_model_tag)
+        return LoadedVersion(version, checkpoint, DriftMonitor(checkpoint.meta.get("drift_reference")))
+
+    async def refresh(self) -> None:
+        """Reads the registry; loads new versions off the event loop, then switches at once."""
+        state = await asyncio.to_thread(self.registry.serving_state, self.model)
+        if state == self.state:
+            return
+        if state.production is None:
+            log.error("%s lost its production alias; still serving v%d", self.model, self.state.production)
+            return
+        for version in self._wanted(state):
+            if version not in self.loaded:
+                self.loaded[version] = await asyncio.to_thread(self._load, version)
+        previous, self.state = self.state, state
+        # The previous state's versions stay loaded: requests already routed to them finish,
+        # and a rollback switches back without loading anything.
+        keep = set(self._wanted(state)) | set(self._wanted(previous))
+        for version in [v for v in self.loaded if v not in keep]:
+            del self.loaded[version]
+        log.info("%s: now production v%d%s (was v%d%s)", self.model, state.production,
+                 self._describe_experiment(state), previous.production, self._describe_experiment(previous))
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.poll_interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # a registry hiccup must not stop serving the current state
+                log.exception("%s: registry poll failed; keeping the current versions", self.model)
+
+    async def flush_stats(self) -> None:
+        windows = self.stats.drain()
+        if not windows:
+            return
+        try:
+            await asyncio.to_thread(self.registry.record_serving_stats, self.model, self.replica, windows)
+        except Exception:
+            self.stats.restore(windows)
+            raise
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.stats_flush_s)
+            try:
+                await self.flush_stats()
+            except Exception:
+                log.exception("%s: writing live stats failed; retrying at the next flush", self.model)
+
+    def start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._poll_forever()), loop.create_task(self._flush_forever())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        try:
+            await self.flush_stats()
+        except Exception:
+            log.exception("%s: final live-stats flush failed", self.model)
+        self.batcher.close()
+        await self.cache.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def _run_batch(self, version: int, samples: list[dict]) -> list[dict]:
+        from ml.predict import predict
+
+        return predict(self.loaded[version].checkpoint, samples)
+
+    def _on_batch(self, version: int, size: int) -> None:
+        metrics.BATCH_SIZE.labels(model=self.model, version=str(version)).observe(size)
+
+    async def predict(self, sample: dict[str, Any], key: str | None) -> dict[str, Any]:
+        """One sample -> the answer of the routed version, with ``model_version`` added.
+
+        Raises ``InvalidInputError`` (the caller's fault, HTTP 400) or ``OverloadedError``
+        (HTTP 503); any other exception is a server error and counts against the version.
+        """
+        from ml.predict import validate_sample
+
+        started = time.perf_counter()
+        state = self.state  # one consistent view for this request, even if a poll swaps it
+        version = choose_version(state, key)
+        loaded = self.loaded[version]
+        labels = dict(model=self.model, version=str(version))
+        try:
+            example = validate_sample(loaded.checkpoint, sample)
+        except InvalidInputError:
+            metrics.REQUESTS.labels(outcome="bad_input", **labels).inc()
+            raise
+        digest = input_hash(example)
+        result = await self.cache.get(version, digest)
+        metrics.CACHE.labels(result="miss" if result is None else "hit", **labels).inc()
+        if result is None:
+            try:
+                result = await self.batcher.submit(version, sample)
+            except OverloadedError:
+                metrics.REQUESTS.labels(outcome="overloaded", **labels).inc()
+                self.stats.failed(version)
+                raise
+            except Exception:
+                metrics.REQUESTS.labels(outcome="error", **labels).inc()
+                self.stats.failed(version)
+                raise
+            await self.cache.put(version, digest, result)
+        self._observe(loaded, example, result, labels)
+        if key:
+            await self.cache.log_prediction(key, version, _prediction_value(result))
+        elapsed = time.perf_counter() - started
+        metrics.REQUESTS.labels(outcome="ok", **labels).inc()
+        metrics.LATENCY.labels(**labels).observe(elapsed)
+        self.stats.served(version, elapsed * 1000.0)
+        return {**result, "model_version": version}
+
+    def count_unauthorized(self) -> None:
+        metrics.REQUESTS.labels(model=self.model, version="none", outcome="unauthorized").inc()
+
+    def _observe(self, loaded: LoadedVersion, example: dict, result: dict, labels: dict) -> None:
+        if "confidence" in result:
+            metrics.CONFIDENCE.labels(**labels).observe(result["confidence"])
+        if loaded.drift.enabled:
+            loaded.drift.observe(np.asarray(example["sensor"]))
+            loaded.requests_since_drift += 1
+            if loaded.requests_since_drift >= self.config.drift_every:
+                loaded.requests_since_drift = 0
+                for channel, value in enumerate(loaded.drift.values()):
+                    metrics.DRIFT.labels(channel=str(channel), **labels).set(value)
+
+    def refresh_drift_gauges(self) -> None:
+        """Publishes PSI now (the request path does it every ``drift_every`` requests)."""
+        for loaded in self.loaded.values():
+            if loaded.drift.enabled:
+                labels = dict(model=self.model, version=str(loaded.version))
+                for channel, value in enumerate(loaded.drift.values()):
+                    metrics.DRIFT.labels(channel=str(channel), **labels).set(value)
+
+    async def feedback(self, key: str, label: Any) -> dict[str, Any]:
+        """Scores the prediction made for ``key`` against a confirmed label."""
+        logged = await self.cache.logged_prediction(key)
+        if logged is None:
+            raise KeyError(key)
+        version = int(logged["version"])
+        correct = str(logged["prediction"]) == str(label)
+        self.stats.confirmed(version, correct)
+        metrics.CONFIRMED.labels(model=self.model, version=str(version), correct=str(correct).lower()).inc()
+        return {"key": key, "model_version": version, "prediction": logged["prediction"], "correct": correct}
+
+
+def _prediction_value(result: dict[str, Any]) -> Any:
+    """The part of an answer a confirmed label is compared with."""
+    for field in ("label", "value", "is_anomaly"):
+        if field in result:
+            return result[field]
+    return None

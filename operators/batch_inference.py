@@ -1,0 +1,33 @@
+"""Task type ``batch_inference``: score a data set with ``python -m ml.serving.score``."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any, Mapping
+
+from operators.container_command import ContainerCommandOperator
+
+
+class BatchInferenceOperator(ContainerCommandOperator):
+    """Scores every sample of a data set with a registered model version.
+
+    Input ``data`` (the first input when not named so): a dataset ref ``tp://NAME@REF``,
+    a file or an ``aeon:`` set. Model: the ``model_name`` parameter (else the pipeline's
+    name) at ``model_version`` (default ``production``). The first output folder receives
+    ``predictions.jsonl``, one line per sample with its id, the answer and the version.
+    """
+
+    task_type = "batch_inference"
+    ui_color = "#e0f0f5"
+
+    def default_command(self, inputs: Mapping[str, str], outputs: Mapping[str, str],
+                        params: Mapping[str, Any]) -> list[str]:
+        from train_platform.registry.registry import check_name
+
+        if not inputs or not outputs:
+            raise ValueError(f"{self.task_id}: batch_inference needs a `data` input and an output folder")
+        data = inputs.get("data") or next(iter(inputs.values()))
+        name = check_name(str(params.get("model_name") or self.pipeline), "model name")
+        version = str(params.get("model_version") or "production")
+        out = str(PurePosixPath(next(iter(outputs.values()))) / "predictions.jsonl")
+        return ["python", "-m", "ml.serving.score", "--model", f"{name}:{version}", "--data", data, "--out", out]

@@ -1,0 +1,34 @@
+"""Task type ``packaging``: a Bento for a model version with ``tp model package``."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from operators.container_command import ContainerCommandOperator
+
+
+class PackagingOperator(ContainerCommandOperator):
+    """Builds the Bento (the inference service, pinned packages, the model) of one
+    registered version and records its tag in the registry.
+
+    Model: the ``model_name`` parameter (else the pipeline's name) and ``model_version``
+    (a number, an alias such as ``candidate``, or ``latest``, the default); an input named
+    ``model`` holding a model ref ``NAME:VERSION`` overrides both.
+    """
+
+    task_type = "packaging"
+    ui_color = "#eef2e0"
+
+    def default_command(self, inputs: Mapping[str, str], outputs: Mapping[str, str],
+                        params: Mapping[str, Any]) -> list[str]:
+        from train_platform.registry.registry import check_name
+
+        ref = inputs.get("model", "").removeprefix("model:")
+        if ref:
+            name, _, version = ref.partition(":")
+            if not version:
+                raise ValueError(f"{self.task_id}: input `model` must be a model ref NAME:VERSION, got {ref!r}")
+        else:
+            name = str(params.get("model_name") or self.pipeline)
+            version = str(params.get("model_version") or "latest")
+        return ["python", "-m", "train_platform.registry", "package", check_name(name, "model name"), version]
