@@ -11,12 +11,21 @@ train_platform.settings reads, the claims and paths the example pipeline uses.
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import numpy as np
 import pytest
 import yaml
 
@@ -468,3 +477,86 @@ def test_airflow_values_refer_to_what_the_chart_renders(chart, airflow_values):
     subjects = only(objects, "RoleBinding")["subjects"]
     worker = airflow_values["workers"]["serviceAccount"]["name"]
     assert {"kind": "ServiceAccount", "name": worker, "namespace": NAMESPACE} in subjects
+
+
+# --- the rendered pod, run as a local process ----------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, *, body: dict | None = None, token: str | None = None) -> tuple[int, bytes]:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except urllib.error.URLError:  # not listening yet
+        return 0, b""
+
+
+@pytest.mark.slow
+def test_the_rendered_serving_container_serves_a_registered_model(chart, tmp_path):
+    """The Deployment's own command, environment (ConfigMap + Secret) and probe paths, run
+    as a local process: the probes answer, and the Secret's tokens guard /predict."""
+    rng = np.random.default_rng(0)
+    labels = np.array(["low", "high"])[rng.integers(0, 2, 40)]
+    x = rng.normal(0, 0.3, (40, 16, 3)).astype(np.float32) + np.where(labels == "high", 1.0, -1.0)[:, None, None]
+    np.savez(tmp_path / "train.npz", X=x, y=labels)
+    # The smallest transformer ml/config.py accepts: this test is about the pod, not the model.
+    (tmp_path / "tiny.json").write_text(json.dumps({
+        "model": {"d_model": 8, "n_layers": 1, "n_heads": 2, "d_ff": 16, "max_len": 32}, "plugins": [], "batch_size": 20,
+    }))
+    subprocess.run([sys.executable, "-m", "ml.train", "--mode", "initial", "--task", "classification",
+                    "--data", str(tmp_path / "train.npz"), "--epochs", "1", "--config", str(tmp_path / "tiny.json"),
+                    "--out", str(tmp_path / "ckpt")], check=True, capture_output=True, timeout=300, cwd=ROOT)
+
+    port = _free_port()
+    objects = render(chart, {
+        "inference": {"model": "smoke", "port": port},
+        "config": {"home": str(tmp_path / "home"), "bentomlHome": str(tmp_path / "bentoml"),
+                   "warehouse": "", "s3Endpoint": ""},
+        "secrets": {"databaseUrl": f"sqlite:///{tmp_path / 'platform.db'}", "apiTokens": TOKENS},
+    })
+    main = container(objects)
+    venv_bin = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TP_", "BENTOML_"))}
+    env.update(pod_env(objects), PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "home").mkdir()
+    # `tp model register` then `tp model promote`, in one process to import bentoml once.
+    register = (
+        "import sys; from train_platform.cli import main; "
+        f"sys.exit(main(['model', 'register', 'smoke', '--checkpoint', {str(tmp_path / 'ckpt')!r}, '--gate', 'passed'])"
+        " or main(['model', 'promote', 'smoke', '1']))"
+    )
+    subprocess.run([sys.executable, "-c", register], env=env, check=True, capture_output=True, timeout=120)
+
+    assert main["command"][0] == "tp"
+    server = subprocess.Popen([str(venv_bin / "tp"), *main["command"][1:]], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{main['ports'][0]['containerPort']}"
+        deadline = time.monotonic() + 180
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert main[probe]["httpGet"]["port"] == "http"
+            while (status := _get(base + main[probe]["httpGet"]["path"])[0]) != 200:
+                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                assert time.monotonic() < deadline, f"{probe} never answered 200 (last {status})"
+                time.sleep(0.5)
+        sample = {"sensor": x[0].tolist()}
+        assert _get(base + "/predict", body=sample)[0] == 401
+        assert _get(base + "/predict", body=sample, token="tok-not-a-valid-one")[0] == 401
+        status, answer = _get(base + "/predict", body=sample, token=TOKENS[1])
+        assert status == 200, answer
+        assert json.loads(answer)["label"] in {"low", "high"}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
