@@ -193,6 +193,8 @@ def test_defaults_render_the_at_scale_objects(chart):
     assert deployment["spec"]["template"]["metadata"]["labels"].items() >= service["spec"]["selector"].items()
     # The HPA owns the replica count: the Deployment leaves it out.
     assert "replicas" not in deployment["spec"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("3000", "/metrics")
     pod_spec = deployment["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == only(objects, "ServiceAccount")["metadata"]["name"]
     assert "nodeSelector" not in pod_spec and "tolerations" not in pod_spec
@@ -234,6 +236,7 @@ def test_model_and_port_flow_to_command_probes_and_service(chart):
     assert main["command"][-2:] == ["--port", "8080"]
     assert main["ports"][0]["containerPort"] == 8080
     assert only(objects, "Service")["spec"]["ports"][0]["port"] == 9000
+    assert only(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8080"
     assert "--port 3000" not in notes(chart, {"inference": {"port": 8080}, "service": {"port": 9000}})
 
 
@@ -475,7 +478,8 @@ def test_airflow_values_refer_to_what_the_chart_renders(chart, airflow_values):
     assert PurePosixPath(claim_paths["user-models"]) in bentoml_home.parents
 
     subjects = only(objects, "RoleBinding")["subjects"]
-    worker = airflow_values["workers"]["serviceAccount"]["name"]
+    section = "kubernetes" if airflow_values["executor"] == "KubernetesExecutor" else "celery"
+    worker = airflow_values["workers"][section]["serviceAccount"]["name"]
     assert {"kind": "ServiceAccount", "name": worker, "namespace": NAMESPACE} in subjects
 
 
@@ -557,6 +561,10 @@ def test_the_rendered_serving_container_serves_a_registered_model(chart, tmp_pat
         status, answer = _get(base + "/predict", body=sample, token=TOKENS[1])
         assert status == 200, answer
         assert json.loads(answer)["label"] in {"low", "high"}
+        # What the scrape annotations point Prometheus at, without a token.
+        annotations = only(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        status, metrics = _get(base + annotations["prometheus.io/path"])
+        assert status == 200 and b"tp_predict_requests_total" in metrics
     finally:
         server.terminate()
         server.wait(timeout=60)
