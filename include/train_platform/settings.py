@@ -44,6 +44,10 @@ class Settings:
     hostpath_prefixes: tuple[str, ...] = ("/mnt", "/data")
     # Kubernetes namespace for task pods.
     k8s_namespace: str = "train-platform"
+    # ConfigMap and Secret (from the helm chart) whose TP_* variables every task pod gets, so
+    # a pod reaches the same catalog, warehouse, registry and Redis as the scheduler.
+    k8s_config_map: str = "train-platform-config"
+    k8s_secret: str = "train-platform-secrets"
     # Where pipeline files are dropped: Airflow's dags folder.
     dags_folder: Path = _PROJECT_ROOT / "dags"
     # Acting user when a CLI call gives no --as.
@@ -87,6 +91,8 @@ class Settings:
             api_tokens=_split(env.get("TP_API_TOKENS", "")),
             hostpath_prefixes=_split(env.get("TP_HOSTPATH_PREFIXES", "/mnt,/data")),
             k8s_namespace=env.get("TP_K8S_NAMESPACE", "train-platform"),
+            k8s_config_map=env.get("TP_K8S_CONFIG_MAP", "train-platform-config"),
+            k8s_secret=env.get("TP_K8S_SECRET", "train-platform-secrets"),
             dags_folder=Path(env.get("TP_DAGS_FOLDER") or env.get("AIRFLOW__CORE__DAGS_FOLDER")
                              or _PROJECT_ROOT / "dags").expanduser().resolve(),
             user=env.get("TP_USER") or env.get("USER") or "anonymous",

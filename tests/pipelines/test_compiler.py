@@ -159,6 +159,10 @@ def test_gpu_task_pod_is_a_valid_kubernetes_pod(tp_home, kubeconfig):
     assert container["command"] == ["python"] and container["args"][:2] == ["-m", "ml.train"]
     assert manifest["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert manifest["metadata"]["labels"]["train-platform/pipeline"] == "incremental-learning-pipeline"
+    # the pod gets the platform's settings (catalog, warehouse, registry) from the chart
+    sources = container["envFrom"]
+    assert {"configMapRef": {"name": "train-platform-config", "optional": True}} in sources
+    assert {"secretRef": {"name": "train-platform-secrets", "optional": True}} in sources
 
 
 MOUNTED = """

@@ -61,6 +61,11 @@ def pod_operator_kwargs(
         "cmds": list(command[:1]),
         "arguments": list(command[1:]),
         "env_vars": [k8s.V1EnvVar(name=k, value=str(v)) for k, v in env.items()],
+        # optional: a pod still starts where the chart's ConfigMap/Secret are not installed
+        "env_from": [
+            k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=settings.k8s_config_map, optional=True)),
+            k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=settings.k8s_secret, optional=True)),
+        ],
         "container_resources": k8s.V1ResourceRequirements(requests=requests or None, limits=limits or None),
         "node_selector": dict(GPU_NODE_SELECTOR) if gpu else None,
         "tolerations": [k8s.V1Toleration(**GPU_TOLERATION)] if gpu else None,
