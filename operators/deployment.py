@@ -11,7 +11,7 @@ from operators.container_command import ContainerCommandOperator
 # Pipeline parameters passed on as DeploymentPolicy fields (see train_platform.registry.deployment).
 POLICY_PARAMS = ("candidate_share", "min_requests", "min_labelled", "require_accuracy",
                  "max_error_rate_increase", "max_latency_ratio", "latency_slack_ms",
-                 "max_accuracy_drop", "max_ab_duration")
+                 "max_accuracy_drop", "max_ab_duration", "confidence_z")
 
 
 class DeploymentOperator(ContainerCommandOperator):

@@ -59,6 +59,9 @@ class ServingConfig:
     torch_threads: int = 1
     # Drift PSI gauges are refreshed every this many requests per version.
     drift_every: int = 50
+    # Counts are halved past this many values per channel, so PSI follows recent traffic:
+    # 50k values is ~500 requests of 100 steps, minutes of traffic on a busy endpoint.
+    drift_window: int = 50_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "ServingConfig":
@@ -77,4 +80,5 @@ class ServingConfig:
             feedback_ttl_s=_int(env, "TP_SERVE_FEEDBACK_TTL_S", cls.feedback_ttl_s, 1),
             torch_threads=_int(env, "TP_SERVE_TORCH_THREADS", cls.torch_threads, 1),
             drift_every=_int(env, "TP_SERVE_DRIFT_EVERY", cls.drift_every, 1),
+            drift_window=_int(env, "TP_SERVE_DRIFT_WINDOW", cls.drift_window, 100),
         )

@@ -24,7 +24,7 @@ def psi(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 class DriftMonitor:
-    def __init__(self, reference: dict | None, *, window: int = 100_000):
+    def __init__(self, reference: dict | None, *, window: int):
         self.window = window
         self._lock = threading.Lock()
         self.channels = []

@@ -92,7 +92,8 @@ class ServingRuntime:
         entry = self.registry.get(self.model, version)
         checkpoint = load_checkpoint(model_path(self.settings, entry.bento_model_tag))
         log.info("loaded %s v%d from %s", self.model, version, entry.bento_model_tag)
-        return LoadedVersion(version, checkpoint, DriftMonitor(checkpoint.meta.get("drift_reference")))
+        drift = DriftMonitor(checkpoint.meta.get("drift_reference"), window=self.config.drift_window)
+        return LoadedVersion(version, checkpoint, drift)
 
     async def refresh(self) -> None:
         """Reads the registry; loads new versions off the event loop, then switches at once."""

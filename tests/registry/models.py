@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT_PIPELINE = Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "daily-deployment.yaml"
 CLASSES = ["low", "high", "rising", "falling"]
 STEPS, CHANNELS = 24, 3
 # Tiny on purpose: trains in seconds on two busy cores and still separates the classes.
@@ -56,12 +57,16 @@ def _train(data: Path, out: Path, epochs: int, config: Path) -> Path:
 
 
 def trained_models(base: Path) -> dict[str, Path]:
-    """{"good", "bad", "test_data"}; trains on the first call of the session only."""
+    """{"good", "bad", "test_data"}; trains on the first call of the session only.
+    ``TP_TEST_MODEL_CACHE`` names a folder that keeps them between sessions (local runs)."""
+    import os
+
+    base = Path(os.environ.get("TP_TEST_MODEL_CACHE") or base)
     files = write_data(base / "data")
     config = base / "tiny.json"
     config.write_text(json.dumps(TINY_CONFIG))
     # Both trainings at once: the machine has two cores.
     with ThreadPoolExecutor(2) as pool:
-        good = pool.submit(_train, files["train"], base / "good", 5, config)
-        bad = pool.submit(_train, files["rotated"], base / "bad", 5, config)
+        good = pool.submit(_train, files["train"], base / "good", 8, config)
+        bad = pool.submit(_train, files["rotated"], base / "bad", 8, config)
         return {"good": good.result(), "bad": bad.result(), "test_data": files["test"]}

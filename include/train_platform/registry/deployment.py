@@ -54,6 +54,9 @@ class DeploymentPolicy:
     max_accuracy_drop: float = 0.02
     # An A/B phase that never gets enough traffic is abandoned (rolled back) after this.
     max_ab_duration: timedelta = timedelta(days=7)
+    # A rate gap counts as "worse" only beyond the tolerance plus this many standard errors
+    # (1.64: one-sided 95%), so sampling noise alone rarely rolls back an equal candidate.
+    confidence_z: float = 1.64
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +74,8 @@ class DeploymentPolicy:
             problems.append(f"latency_slack_ms must be >= 0, not {self.latency_slack_ms}")
         if not 0.0 <= self.max_accuracy_drop < 1.0:
             problems.append(f"max_accuracy_drop must be in [0, 1), not {self.max_accuracy_drop}")
+        if self.confidence_z < 0:
+            problems.append(f"confidence_z must be >= 0, not {self.confidence_z}")
         if self.max_ab_duration <= timedelta(0):
             problems.append("max_ab_duration must be positive")
         if problems:
@@ -99,6 +104,13 @@ def _figures(stats: LiveStats) -> dict[str, Any]:
     }
 
 
+def _noise(p_a: float, n_a: int, p_b: float, n_b: int, z: float) -> float:
+    """z standard errors of the difference of two observed rates."""
+    import math
+
+    return z * math.sqrt(p_a * (1 - p_a) / max(n_a, 1) + p_b * (1 - p_b) / max(n_b, 1))
+
+
 def decide(candidate: LiveStats, production: LiveStats, policy: DeploymentPolicy) -> Decision:
     """Promote, roll back or wait, from the live figures of both arms."""
     figures = {"candidate": _figures(candidate), "production": _figures(production)}
@@ -112,10 +124,11 @@ def decide(candidate: LiveStats, production: LiveStats, policy: DeploymentPolicy
 
     worse: list[str] = []
     fine: list[str] = []
-    limit = production.error_rate + policy.max_error_rate_increase
-    if candidate.error_rate > limit:
+    noise = _noise(candidate.error_rate, candidate.requests, production.error_rate, production.requests,
+                   policy.confidence_z)
+    if candidate.error_rate > production.error_rate + policy.max_error_rate_increase + noise:
         worse.append(f"error rate {candidate.error_rate:.2%} > production {production.error_rate:.2%} "
-                     f"+ {policy.max_error_rate_increase:.2%}")
+                     f"+ {policy.max_error_rate_increase:.2%} tolerance + {noise:.2%} noise margin")
     else:
         fine.append(f"error rate {candidate.error_rate:.2%} vs production {production.error_rate:.2%}")
 
@@ -130,9 +143,10 @@ def decide(candidate: LiveStats, production: LiveStats, policy: DeploymentPolicy
     enough_labels = min(candidate.labelled, production.labelled) >= policy.min_labelled
     if enough_labels:
         cand_acc, prod_acc = candidate.accuracy, production.accuracy
-        if cand_acc < prod_acc - policy.max_accuracy_drop:
+        noise = _noise(cand_acc, candidate.labelled, prod_acc, production.labelled, policy.confidence_z)
+        if cand_acc < prod_acc - policy.max_accuracy_drop - noise:
             worse.append(f"accuracy on confirmed labels {cand_acc:.2%} < production {prod_acc:.2%} "
-                         f"- {policy.max_accuracy_drop:.2%}")
+                         f"- {policy.max_accuracy_drop:.2%} tolerance - {noise:.2%} noise margin")
         else:
             fine.append(f"accuracy on confirmed labels {cand_acc:.2%} vs production {prod_acc:.2%}")
     if worse:

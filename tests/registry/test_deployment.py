@@ -1,0 +1,183 @@
+"""Scheduled deployment: the pure decision, the step applied to a real registry, the policy
+and gate parsing, and the operators' commands."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from train_platform.registry import DeploymentError, LiveStats
+from train_platform.registry.deployment import (
+    DeploymentPolicy,
+    decide,
+    deployment_step,
+    gate_from_evaluation,
+    policy_from_json,
+)
+from train_platform.registry.schema import LATENCY_BUCKETS_MS
+
+
+def stats(version: int, requests: int = 1000, errors: int = 0, latency_ms: float = 10.0,
+          labelled: int = 0, correct: int = 0) -> LiveStats:
+    buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    index = next(i for i, bound in enumerate((*LATENCY_BUCKETS_MS, float("inf"))) if latency_ms <= bound)
+    buckets[index] = requests - errors
+    return LiveStats(version=version, requests=requests, errors=errors,
+                     latency_ms_sum=latency_ms * (requests - errors), latency_buckets=tuple(buckets),
+                     labelled=labelled, correct=correct)
+
+
+POLICY = DeploymentPolicy(min_requests=300, min_labelled=50)
+
+
+def test_waits_while_either_arm_has_too_little_traffic():
+    decision = decide(stats(2, requests=120), stats(1, requests=5000), POLICY)
+    assert decision.action == "wait"
+    assert decision.reasons == ("candidate has 120 of 300 requests",)
+
+
+def test_promotes_a_candidate_no_worse_than_production():
+    decision = decide(stats(2, errors=3, labelled=200, correct=180), stats(1, errors=2, labelled=200, correct=178), POLICY)
+    assert decision.action == "promote", decision.reasons
+    assert decision.figures["candidate"]["accuracy"] == 0.9
+
+
+@pytest.mark.parametrize("candidate, reason", [
+    (stats(2, errors=80), "error rate 8.00% > production 0.20%"),
+    (stats(2, latency_ms=90.0), "p95 latency 100 ms > 17.5 ms allowed"),
+    (stats(2, labelled=200, correct=120), "accuracy on confirmed labels 60.00% < production 90.00%"),
+])
+def test_rolls_back_a_worse_candidate(candidate, reason):
+    production = stats(1, errors=2, labelled=200, correct=180)
+    decision = decide(candidate, production, POLICY)
+    assert decision.action == "rollback"
+    assert any(r.startswith(reason) for r in decision.reasons), decision.reasons
+
+
+def test_noise_alone_does_not_roll_back_an_equal_candidate():
+    # 64% vs 68% on 60 labels each is well inside sampling noise.
+    decision = decide(stats(2, labelled=60, correct=38), stats(1, labelled=60, correct=41), POLICY.__class__(
+        min_requests=300, min_labelled=30))
+    assert decision.action == "promote", decision.reasons
+
+
+def test_without_enough_labels_accuracy_is_not_compared_unless_required():
+    candidate, production = stats(2, labelled=10, correct=0), stats(1, labelled=10, correct=10)
+    assert decide(candidate, production, POLICY).action == "promote"
+    strict = DeploymentPolicy(min_requests=300, min_labelled=50, require_accuracy=True)
+    assert decide(candidate, production, strict).action == "wait"
+
+
+def test_policy_is_validated_and_parsed_from_json():
+    with pytest.raises(DeploymentError, match="candidate_share must be strictly between 0 and 1, not 1.5"):
+        DeploymentPolicy(candidate_share=1.5)
+    with pytest.raises(DeploymentError, match="unknown deployment policy fields: share"):
+        policy_from_json('{"share": 0.2}')
+    with pytest.raises(DeploymentError, match="not valid JSON"):
+        policy_from_json("{oops")
+    policy = policy_from_json('{"candidate_share": 0.2, "max_ab_duration": 3600}')
+    assert policy.candidate_share == 0.2 and policy.max_ab_duration == timedelta(hours=1)
+
+
+def test_gate_verdict_from_an_evaluation_file(tmp_path):
+    assert gate_from_evaluation(None) == ("pending", {})
+    report = tmp_path / "metrics.json"
+    report.write_text(json.dumps({"accuracy": 0.91, "macro_f1": 0.9, "confusion": [[1]]}))
+    assert gate_from_evaluation(tmp_path) == ("passed", {"accuracy": 0.91, "macro_f1": 0.9})
+    report.write_text(json.dumps({"accuracy": 0.5, "gate": {"passed": False}}))
+    assert gate_from_evaluation(report)[0] == "failed"
+    report.write_text("[1, 2]")
+    with pytest.raises(DeploymentError, match="not a JSON object"):
+        gate_from_evaluation(report)
+
+
+def test_step_cycle_on_a_real_registry(registry, checkpoints):
+    name = "sensor"
+    registry.register(name, checkpoints["good"], gate_status="passed")
+    registry.register(name, checkpoints["good"], gate_status="failed")
+    policy = DeploymentPolicy(min_requests=100, min_labelled=20, candidate_share=0.2)
+
+    first = deployment_step(registry, name, policy)
+    assert (first.action, first.version) == ("first_production", 1)
+    assert deployment_step(registry, name, policy).action == "nothing"  # v2 failed its gate
+
+    registry.register(name, checkpoints["good"], gate_status="passed")
+    started = deployment_step(registry, name, policy)
+    assert (started.action, started.version) == ("ab_started", 3)
+    assert registry.active_experiment(name).candidate_weight == 0.2
+
+    registry.record_serving_stats(name, "r1", [stats(3, requests=50)])
+    assert deployment_step(registry, name, policy).action == "waiting"
+    registry.record_serving_stats(name, "r1", [stats(3, requests=100, errors=30), stats(1, requests=400)])
+    rolled = deployment_step(registry, name, policy)
+    assert rolled.action == "rolled_back" and "error rate" in rolled.reasons[0]
+    assert registry.get(name, "production").version == 1 and registry.get(name, 3).rejected
+    assert deployment_step(registry, name, policy).action == "nothing"  # a rejected version is not retried
+
+    registry.register(name, checkpoints["good"], gate_status="passed")
+    assert deployment_step(registry, name, policy).action == "ab_started"
+    registry.record_serving_stats(name, "r1", [stats(4, requests=200), stats(1, requests=800)])
+    promoted = deployment_step(registry, name, policy)
+    assert (promoted.action, promoted.version) == ("promoted", 4)
+    assert registry.aliases(name) == {"production": 4}
+    kinds = [e.kind for e in registry.history(name) if e.kind.startswith("ab_")]
+    assert kinds == ["ab_start", "ab_check", "ab_end", "ab_start", "ab_end"]
+    check = next(e for e in registry.history(name) if e.kind == "ab_check")
+    assert check.detail["reasons"] == ["candidate has 50 of 100 requests", "production has 0 of 100 requests"]
+
+
+def test_a_stale_ab_phase_is_abandoned(registry, checkpoints):
+    from train_platform.registry.registry import utcnow
+
+    registry.register("sensor", checkpoints["good"], gate_status="passed")
+    registry.register("sensor", checkpoints["good"], gate_status="passed")
+    registry.promote("sensor", 1)
+    policy = DeploymentPolicy(max_ab_duration=timedelta(days=2))
+    assert deployment_step(registry, "sensor", policy).action == "ab_started"
+    later = deployment_step(registry, "sensor", policy, now=utcnow() + timedelta(days=3))
+    assert later.action == "rolled_back" and later.reasons[0].startswith("A/B ran 3 days")
+
+
+def test_operators_build_their_commands(tmp_path):
+    from operators.batch_inference import BatchInferenceOperator
+    from operators.deployment import DeploymentOperator
+    from operators.packaging import PackagingOperator
+
+    deploy = DeploymentOperator(task_id="deploy", pipeline="daily-deployment")
+    command = deploy.default_command({"model": "/ckpt", "evaluation": "/eval"}, {"record": "/out"},
+                                     {"model_name": "sensor", "candidate_share": 0.2, "unrelated": 1})
+    assert command == ["python", "-m", "train_platform.registry", "deploy", "sensor", "--checkpoint", "/ckpt",
+                       "--evaluation", "/eval", "--policy", '{"candidate_share": 0.2}', "--out", "/out"]
+    assert deploy.default_command({}, {}, {})[4] == "daily-deployment"
+
+    package = PackagingOperator(task_id="package", pipeline="p")
+    assert package.default_command({}, {}, {"model_name": "sensor", "model_version": "candidate"})[-2:] == [
+        "sensor", "candidate"]
+    assert package.default_command({"model": "model:sensor:3"}, {}, {})[-2:] == ["sensor", "3"]
+    with pytest.raises(ValueError, match="model ref NAME:VERSION"):
+        package.default_command({"model": "sensor"}, {}, {})
+
+    score = BatchInferenceOperator(task_id="score", pipeline="p")
+    assert score.default_command({"data": "tp://sensors@main"}, {"predictions": "/out"}, {"model_name": "sensor"}) == [
+        "python", "-m", "ml.serving.score", "--model", "sensor:production", "--data", "tp://sensors@main",
+        "--out", "/out/predictions.jsonl"]
+    with pytest.raises(ValueError, match="needs a `data` input and an output"):
+        score.default_command({}, {}, {"model_name": "sensor"})
+    with pytest.raises(ValueError, match="invalid model name"):
+        score.default_command({"data": "x"}, {"o": "/o"}, {"model_name": "Not Valid"})
+
+
+def test_daily_deployment_pipeline_compiles_to_a_daily_dag():
+    from train_platform.compiler.compiler import build_dag
+    from train_platform.settings import get_settings
+    from train_platform.spec.validate import load_pipeline
+
+    from tests.registry.models import ROOT_PIPELINE
+
+    dag = build_dag(load_pipeline(ROOT_PIPELINE), source=str(ROOT_PIPELINE), active=True, settings=get_settings())
+    assert {t.task_id: type(t).__name__ for t in dag.tasks} == {
+        "deploy": "DeploymentOperator", "package-production": "PackagingOperator"}
+    assert dag.get_task("package-production").upstream_task_ids == {"deploy"}
+    assert dag.timetable.expression == "0 0 * * *"  # @daily

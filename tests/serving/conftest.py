@@ -1,0 +1,90 @@
+"""One real inference server for the serving tests: ``tp model serve``'s code path
+(``bentoml.serve`` of ml/service.py) on loopback, with the real Redis as cache, a SQLite
+registry in a temporary TP_HOME, and two models trained by ``ml.train``."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.registry.models import trained_models
+
+TOKEN = "test-token-1"
+
+
+@dataclass
+class Served:
+    url: str
+    name: str
+    registry: object
+    checkpoints: dict
+    redis_url: str
+    home: Path
+
+    def samples(self, n: int, seed: int = 0) -> tuple[list[list[list[float]]], list[str]]:
+        """Real test samples (distinct per seed, so the cache does not answer) and labels."""
+        data = np.load(self.checkpoints["test_data"])
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, len(data["X"]), n)
+        x = data["X"][idx] + rng.normal(0, 1e-3, (n, 1, data["X"].shape[2])).astype(np.float32)
+        return x.tolist(), [str(v) for v in data["y"][idx]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the inference server at {url} did not become ready in {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, redis_url):
+    from train_platform.registry import ModelRegistry
+    from train_platform.registry.serve import start_server
+    from train_platform.settings import reload_settings
+
+    checkpoints = trained_models(tmp_path_factory.getbasetemp() / "tp-models")
+    home = tmp_path_factory.mktemp("serving-home")
+    name = f"svc-{uuid.uuid4().hex[:8]}"  # Redis is shared between runs: keys carry the name
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("TP_DATABASE_URL", "TP_CATALOG_URL", "TP_WAREHOUSE", "TP_S3_ENDPOINT", "BENTOML_HOME"):
+            mp.delenv(var, raising=False)
+        mp.setenv("TP_HOME", str(home))
+        mp.setenv("TP_REDIS_URL", redis_url)
+        mp.setenv("TP_API_TOKENS", f"{TOKEN},second-token")
+        # Fast polling and flushing so tests see registry changes and live stats quickly.
+        mp.setenv("TP_SERVE_POLL_S", "0.2")
+        mp.setenv("TP_SERVE_STATS_FLUSH_S", "0.3")
+        # A short drift window (~80 requests of 24 steps) so a shift shows within one test.
+        mp.setenv("TP_SERVE_DRIFT_WINDOW", "2000")
+        registry = ModelRegistry(reload_settings())
+        registry.register(name, checkpoints["good"], gate_status="passed")
+        registry.register(name, checkpoints["bad"], gate_status="passed")
+        registry.promote(name, 1)
+        url = f"http://127.0.0.1:{_free_port()}"
+        server = start_server(name, port=int(url.rsplit(":", 1)[1]))
+        try:
+            wait_ready(url)
+            yield Served(url=url, name=name, registry=registry, checkpoints=checkpoints,
+                         redis_url=redis_url, home=home)
+        finally:
+            server.stop()
+    reload_settings()
