@@ -20,14 +20,14 @@ class ReplayConfig:
 
 @dataclass
 class EWCConfig:
-    lam: float = 100.0  # penalty strength; below ~10 it does not hold old weights on these models
+    lam: float = 10.0  # penalty strength; 100 froze the model so new classes were not learned (JV bench)
     decay: float = 0.9  # online EWC: older experiences' importances fade slowly
     max_samples: int = 256  # Fisher estimated per sample on at most this many examples (cost bound)
 
 
 @dataclass
 class LwFConfig:
-    alpha: float = 1.0  # weight of the distillation term next to the task loss
+    alpha: float = 0.3  # weight of distillation next to the task loss; 1.0 held back new classes (JV bench)
     temperature: float = 2.0  # softens the teacher's distribution (Hinton et al. use 2-4)
 
 
@@ -43,7 +43,8 @@ class TrainConfig:
     val_fraction: float = 0.1  # held out for per-epoch validation and anomaly calibration
     log_every: int = 20  # steps between progress lines
     anomaly_window: int = 128  # training/scoring window for anomaly detection
-    anomaly_smoothing: int = 16  # trailing moving average of scores: anomalies span many steps
+    anomaly_stride: int = 8  # overlapping training windows: one normal series gives many examples
+    anomaly_smoothing: int = 16  # centred moving average of scores: anomalies span many steps
     anomaly_threshold_quantile: float = 1.0  # of validation scores; 1.0 = the largest normal score
     anomaly_threshold_margin: float = 1.2  # above the calibrated quantile, so clean data stays quiet
     plugins: list[str] = field(default_factory=lambda: list(PLUGIN_NAMES))  # "ours": all three

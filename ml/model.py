@@ -182,6 +182,12 @@ class TimeSeriesTransformer(nn.Module):
         self.forecaster = nn.Linear(2 * d, cfg.horizon * cfg.n_channels)
         self.forecast_skip = nn.Linear(cfg.context_len, cfg.horizon) if cfg.linear_skip else None
         self.next_step = nn.Linear(d, cfg.n_channels)
+        # Small embedding init (as in GPT-2): N(0, 1) position vectors would swamp the
+        # sensor tokens, whose scale comes from normalised inputs through one conv.
+        for emb in (self.position, self.modality, self.text):
+            nn.init.normal_(emb.weight, std=0.02)
+        with torch.no_grad():
+            self.text.weight[TEXT_PAD_ID].zero_()
 
     # ---- building the token sequence -------------------------------------------------------
     def _tokens(self, inputs: dict[str, torch.Tensor], causal: bool):
@@ -232,7 +238,13 @@ class TimeSeriesTransformer(nn.Module):
 
     def encode(self, inputs: dict[str, torch.Tensor], causal: bool = False):
         tokens, valid, attn, t = self._tokens(inputs, causal)
-        h = self.encoder(tokens, mask=attn, src_key_padding_mask=~valid)
+        if causal and tokens.shape[1] == t:
+            # Sensor tokens only: padding sits at the end, so under a causal mask no valid
+            # step can see a padded one and the key-padding mask is redundant. Dropping it
+            # lets attention take the fused causal kernel.
+            h = self.encoder(tokens, mask=attn, is_causal=True)
+        else:
+            h = self.encoder(tokens, mask=attn, src_key_padding_mask=~valid)
         return self.norm(h), valid, t  # (B, L, d)
 
     @staticmethod

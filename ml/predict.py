@@ -146,7 +146,7 @@ def run_batches(checkpoint: Checkpoint, examples: list[dict]) -> list[dict[str, 
 def anomaly_scores(checkpoint: Checkpoint, series: list[np.ndarray]) -> list[np.ndarray]:
     """Per-step anomaly scores of whole series. Windows of the training length slide with
     half-window stride; each step takes its score from the window that saw the most
-    history before it, and scores are smoothed with a trailing moving average."""
+    history before it, and scores are smoothed with a centred moving average."""
     info = checkpoint.meta.get("anomaly", {})
     window = int(info.get("window", 128))
     smooth = int(info.get("smoothing", 1))
@@ -175,7 +175,8 @@ def anomaly_scores(checkpoint: Checkpoint, series: list[np.ndarray]) -> list[np.
             filled[k][pos[keep]] = True
     if smooth > 1:
         kernel = np.ones(smooth) / smooth
-        scores = [np.convolve(s, kernel, mode="full")[: len(s)] for s in scores]
+        # Centred, so a peak is not shifted after the event it belongs to.
+        scores = [np.convolve(s, kernel, mode="same") if len(s) >= smooth else s for s in scores]
     return scores
 
 

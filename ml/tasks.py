@@ -164,9 +164,12 @@ def build_examples(data: SeriesData, task: str, *, context_len: int = 36, horizo
     return examples
 
 
-def split_validation(data: SeriesData, task: str, fraction: float, seed: int) -> tuple[SeriesData, SeriesData | None]:
+def split_validation(data: SeriesData, task: str, fraction: float, seed: int, *,
+                     context: int = 0, min_len: int = 2) -> tuple[SeriesData, SeriesData | None]:
     """Hold out ``fraction`` for validation: whole series for classification/regression
-    (stratified by class), the last part in time of each series for forecasting/anomaly."""
+    (stratified by class), the last part in time of each series for forecasting/anomaly
+    (preceded by ``context`` steps of history). Series whose held-out part would be shorter
+    than ``min_len`` give no validation data."""
     if fraction <= 0:
         return data, None
     if task in ("classification", "regression"):
@@ -183,13 +186,21 @@ def split_validation(data: SeriesData, task: str, fraction: float, seed: int) ->
             return data, None
         train = [i for i in range(len(data)) if i not in val_set]
         return data.subset(train), data.subset(sorted(val_set))
-    train, val = [], []
-    for x in data.series:
+    train, val, val_ids = [], [], []
+    for i, x in enumerate(data.series):
         cut = len(x) - int(len(x) * fraction)
+        part = x[max(0, cut - context):]
+        if len(x) - cut == 0 or len(part) < min_len:
+            train.append(x)
+            continue
         train.append(x[:cut])
-        val.append(x[cut:])
-    mk = lambda s: SeriesData(ref=data.ref, series=s, ids=list(data.ids), label_kind=data.label_kind)  # noqa: E731
-    return mk(train), mk(val)
+        val.append(part)
+        val_ids.append(data.ids[i])
+    if not val:
+        log.info("%s: too short to hold out %.0f%% for validation; training on all of it", data.ref, 100 * fraction)
+        return data, None
+    return (SeriesData(ref=data.ref, series=train, ids=list(data.ids), label_kind=data.label_kind),
+            SeriesData(ref=data.ref, series=val, ids=val_ids, label_kind=data.label_kind))
 
 
 # ---- batches ---------------------------------------------------------------------------------

@@ -107,8 +107,11 @@ def run(req: TrainRequest) -> TrainResult:
         raise DataError(f"{ref}: data has {data.n_channels} channels, checkpoint {req.init} expects"
                         f" {init.config.n_channels}")
 
-    train_data, val_data = split_validation(data, req.task, cfg.val_fraction, cfg.seed)
     continuing = req.mode == "incremental"
+    mc = init.config if continuing else ModelConfig.from_dict({**cfg.model, "n_channels": data.n_channels})
+    context, min_len = {"forecasting": (mc.context_len, mc.context_len + mc.horizon),
+                        "anomaly": (0, min(cfg.anomaly_window, 16))}.get(req.task, (0, 1))
+    train_data, val_data = split_validation(data, req.task, cfg.val_fraction, cfg.seed, context=context, min_len=min_len)
     norm = init.normalization if continuing else Normalization.fit(train_data.series)
 
     labels: list[str] = []
@@ -142,7 +145,8 @@ def run(req: TrainRequest) -> TrainResult:
     mcfg = model.cfg
 
     window_args = dict(context_len=mcfg.context_len, horizon=mcfg.horizon, window=cfg.anomaly_window)
-    train_ex = build_examples(train_data, req.task, **window_args)
+    train_ex = build_examples(train_data, req.task, stride=cfg.anomaly_stride if req.task == "anomaly" else None,
+                              **window_args)
     val_ex = build_examples(val_data, req.task, **window_args) if val_data is not None else None
     if req.task == "classification" and val_ex:
         val_ex = [ex for ex in val_ex if ex["label"] in label_index]

@@ -72,7 +72,8 @@ class EWCPlugin(Plugin):
             old = self.fisher.get(n)
             if old is not None and old.dim() == new[n].dim() and all(a <= b for a, b in zip(old.shape, new[n].shape)):
                 _overlap(new[n], old.shape).add_(self.cfg.decay * old.to(new[n].device))
-            self.fisher[n] = new[n].detach().cpu()
+            if new[n].any():  # weights no example reached (unused modalities) cost nothing to hold
+                self.fisher[n] = new[n].detach().cpu()
         self.anchor = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in self.fisher}
         log.info("EWC importances from %d samples over %d tensors", len(idx), len(self.fisher))
 
