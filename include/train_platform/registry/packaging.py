@@ -9,7 +9,6 @@ version in the registry.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from train_platform.registry import bento_store
@@ -20,34 +19,52 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SERVICE = "ml.service:InferenceService"
-# What the service imports at run time; versions come from requirements/constraints.
+# What the service imports at run time; pinned with everything they need (see below).
 SERVICE_PACKAGES = ("torch", "numpy", "bentoml", "redis", "SQLAlchemy", "psycopg2-binary", "boto3", "PyYAML")
 # The service code and the core it imports (registry, settings); tests and DAGs stay out.
 INCLUDE = ["ml/**/*.py", "include/train_platform/**/*.py"]
 EXCLUDE = ["**/__pycache__/**", "tests/**", "dags/**", "operators/**", "plugins/**", "bench/**"]
 
 
-def pinned_packages(names: tuple[str, ...] = SERVICE_PACKAGES, root: Path = PROJECT_ROOT) -> list[str]:
-    """``name==version`` for each package, from requirements.txt then constraints.txt."""
+def pinned_packages(names: tuple[str, ...] = SERVICE_PACKAGES) -> list[str]:
+    """``name==version`` for the service's packages and everything they need, at the
+    versions installed here (the environment the platform is tested in).
+
+    This is the Bento's lock, computed offline from installed metadata: BentoML's own
+    locking (``lock_packages``) would fetch ``uv`` and resolve against PyPI at build time.
+    """
+    from importlib import metadata
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    environment = default_environment()
     pins: dict[str, str] = {}
-    for file in ("constraints.txt", "requirements.txt"):  # requirements win
-        path = root / file
-        if not path.exists():
+    queue = list(names)
+    while queue:
+        name = canonicalize_name(queue.pop())
+        if name in pins:
             continue
-        for line in path.read_text().splitlines():
-            match = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s;#]+)", line)
-            if match:
-                pins[match.group(1).lower()] = f"{match.group(1)}=={match.group(3)}"
-    missing = [name for name in names if name.lower() not in pins]
-    if missing:
-        raise PackagingError(f"no pinned version for {', '.join(missing)} in requirements.txt/constraints.txt")
-    return [pins[name.lower()] for name in names]
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError as exc:
+            raise PackagingError(f"package {name!r}, needed by the inference service, is not installed") from exc
+        pins[name] = f"{dist.metadata['Name']}=={dist.version}"
+        for spec in dist.requires or []:
+            requirement = Requirement(spec)
+            # Only what is installed unconditionally here: no extras, markers that apply.
+            if requirement.marker is not None and not requirement.marker.evaluate({**environment, "extra": ""}):
+                continue
+            queue.append(requirement.name)
+    return [pins[name] for name in sorted(pins)]
 
 
 def build_bento(registry: ModelRegistry, name: str, version: int | str, *, actor: str | None = None) -> str:
     """Builds the Bento ``tp-<name>:v<version>`` and records it; returns the tag."""
     found = registry.get(name, version)
     bentoml = bento_store.import_bentoml(registry.settings)
+    from bentoml._internal.bento.build_config import BentoEnvSchema
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     models, bentos = bento_store.model_store(registry.settings), bento_store.bento_store(registry.settings)
@@ -63,9 +80,10 @@ def build_bento(registry: ModelRegistry, name: str, version: int | str, *, actor
                 description=f"Inference service for {name} version {found.version} (train-platform)",
                 include=INCLUDE,
                 exclude=EXCLUDE,
-                python={"packages": pinned_packages()},
+                python={"packages": pinned_packages(), "lock_packages": False},
                 models=[found.bento_model_tag],
-                envs=[{"name": "TP_SERVE_MODEL", "value": name}, {"name": "PYTHONPATH", "value": "include"}],
+                envs=[BentoEnvSchema(name="TP_SERVE_MODEL", value=name),
+                      BentoEnvSchema(name="PYTHONPATH", value="include")],
                 build_ctx=str(PROJECT_ROOT),
                 _bento_store=bentos,
             )
