@@ -55,13 +55,17 @@ def wait_ready(url: str, timeout: float = 180.0) -> None:
     raise RuntimeError(f"the inference server at {url} did not become ready in {timeout:.0f} s")
 
 
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict:
+    return trained_models(tmp_path_factory.getbasetemp() / "tp-models")
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, redis_url):
+def served(tmp_path_factory, redis_url, checkpoints):
     from train_platform.registry import ModelRegistry
     from train_platform.registry.serve import start_server
     from train_platform.settings import reload_settings
 
-    checkpoints = trained_models(tmp_path_factory.getbasetemp() / "tp-models")
     home = tmp_path_factory.mktemp("serving-home")
     name = f"svc-{uuid.uuid4().hex[:8]}"  # Redis is shared between runs: keys carry the name
     with pytest.MonkeyPatch.context() as mp:

@@ -95,3 +95,18 @@ def build_bento(registry: ModelRegistry, name: str, version: int | str, *, actor
     registry.record_bento(name, found.version, tag, actor=actor)
     log.info("built Bento %s for %s v%d", tag, name, found.version)
     return tag
+
+
+def export_bento(registry: ModelRegistry, tag: str, path: str) -> str:
+    """Writes the Bento ``tag`` as one archive at ``path`` (a local path or an fs URL such as
+    ``s3://bucket/key``), with its models copied in: what a container build or another
+    cluster imports."""
+    bentoml = bento_store.import_bentoml(registry.settings)
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    models, bentos = bento_store.model_store(registry.settings), bento_store.bento_store(registry.settings)
+    try:
+        with BentoMLContainer.model_store.patch(models), BentoMLContainer.bento_store.patch(bentos):
+            return bentoml.bentos.export_bento(tag, path, _bento_store=bentos)
+    except Exception as exc:
+        raise PackagingError(f"exporting the Bento {tag} to {path} failed: {exc}") from exc
