@@ -83,7 +83,7 @@ def _check_classification_labels(data: SeriesData) -> None:
         except ValueError:
             return  # class names
     fractional = [x for x in numbers if not float(x).is_integer()]
-    if data.label_kind == "numeric" and fractional and len(set(numbers)) > max(20, len(numbers) // 2):
+    if data.label_kind == "numeric" and fractional and len(set(numbers)) > len(numbers) // 2:
         raise DataError(
             f"{data.ref}: labels are continuous numbers (e.g. {fractional[0]}, {len(set(numbers))} distinct"
             " values); task classification needs class labels - use task regression"

@@ -117,8 +117,9 @@ def run(req: TrainRequest) -> TrainResult:
     labels: list[str] = []
     label_index = None
     target_norm = None
-    if req.task == "classification":
+    if req.task in ("classification", "regression"):
         build_examples(data, req.task)  # checks the label kind before anything else
+    if req.task == "classification":
         new_labels = class_labels(train_data)
         labels = list(init.labels) if init is not None else []
         labels += [lab for lab in new_labels if lab not in labels]

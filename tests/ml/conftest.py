@@ -75,6 +75,6 @@ def tiny_config_file(tmp_path) -> Path:
     import json
 
     path = tmp_path / "tiny.json"
-    path.write_text(json.dumps({"batch_size": 16, "log_every": 0, "val_fraction": 0.0, "model": TINY_MODEL,
+    path.write_text(json.dumps({"batch_size": 16, "log_every": 2, "val_fraction": 0.0, "model": TINY_MODEL,
                                 "anomaly_window": 32, "anomaly_smoothing": 1}))
     return path
