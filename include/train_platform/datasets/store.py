@@ -28,7 +28,8 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.expressions import AlwaysTrue, In
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.update import update_table_metadata
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.table.refs import SnapshotRefType
 
@@ -62,7 +63,33 @@ TABLE_PROPERTIES = {
     # Labelling rewrites whole data files (copy-on-write); smaller files keep a label edit
     # on a million-sample dataset from rewriting all of it.
     "write.target-file-size-bytes": str(64 * 1024 * 1024),
+    # Many small commits (one per annotation batch) would otherwise leave one manifest each,
+    # and every scan plan reads all of them.
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "16",
+    # Every commit writes a new metadata file; old ones are only history of the pointer.
+    "write.metadata.previous-versions-max": "20",
+    "write.metadata.delete-after-commit.enabled": "true",
 }
+
+
+class _Transaction(Transaction):
+    """A pyiceberg transaction that builds its staged metadata once per staged state.
+
+    pyiceberg rebuilds and deep-copies the whole table metadata on every read of
+    ``table_metadata`` (about twenty per append); with a few hundred snapshots that was most
+    of a commit's time. Metadata models are frozen and never changed in place, so reusing
+    the result until the table or the staged updates change is safe."""
+
+    _cache: tuple[Any, Any, Any] | None = None
+
+    @property
+    def table_metadata(self):  # type: ignore[override]
+        cache = self._cache
+        if cache is None or cache[0] is not self._table.metadata or cache[1] is not self._updates:
+            cache = (self._table.metadata, self._updates, update_table_metadata(self._table.metadata, self._updates))
+            self._cache = cache
+        return cache[2]
 
 
 @dataclass(frozen=True)
@@ -70,9 +97,9 @@ class CommitPolicy:
     # Eight writers on two cores lose many races in a row; each loss costs one re-read.
     max_attempts: int = 200
     # First backoff; doubles per lost race, with full jitter so losers do not collide again.
-    base_delay_s: float = 0.01
+    base_delay_s: float = 0.1
     # Cap keeps a writer from sleeping long after the branch has gone quiet.
-    max_delay_s: float = 0.5
+    max_delay_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +190,18 @@ def _props(snapshot: Snapshot) -> dict[str, str]:
 def _ancestors(table: Table, snapshot_id: int) -> list[Snapshot]:
     start = table.metadata.snapshot_by_id(snapshot_id)
     return list(ancestors_of(start, table.metadata)) if start else []
+
+
+def _chain_to(table: Table, head: int, stop: int) -> list[int]:
+    """Ids from ``head`` back through its parents to ``stop`` (inclusive), or to a merge
+    snapshot whose merged head is ``stop``."""
+    chain = []
+    for snapshot in _ancestors(table, head):
+        chain.append(snapshot.snapshot_id)
+        if snapshot.snapshot_id == stop or _props(snapshot).get("tp.merged-head") == str(stop):
+            break
+    chain.append(stop)
+    return chain
 
 
 def create_dataset(
@@ -280,7 +319,7 @@ class Dataset:
                 "tp.commit": uuid.uuid4().hex,
                 **(extra or {}),
             }
-            txn = table.transaction()
+            txn = _Transaction(table)
             write(table, txn, props)
             try:
                 committed = txn.commit_transaction()
@@ -512,13 +551,15 @@ class Dataset:
         return sid
 
     def _existing_ids(self, table: Table, snapshot_id: int, ids: list[str]) -> set[str]:
-        """Which of ``ids`` the snapshot holds. Reads the id column only: cheaper than an
-        ``In`` filter with thousands of literals, and file statistics rarely prune ids."""
+        """Which of ``ids`` the snapshot holds, reading the id column only. Up to a few
+        thousand ids an ``In`` filter lets file statistics skip most files (many small
+        commits make many small files); beyond that the filter itself costs more."""
         if not ids:
             return set()
         import pyarrow.compute as pc
 
-        held = table.scan(snapshot_id=snapshot_id, selected_fields=("sample_id",)).to_arrow().column("sample_id")
+        row_filter = In("sample_id", ids) if len(ids) <= 5000 else AlwaysTrue()
+        held = table.scan(snapshot_id=snapshot_id, row_filter=row_filter, selected_fields=("sample_id",)).to_arrow().column("sample_id")
         wanted = pa.array(ids, pa.string())
         return set(wanted.filter(pc.is_in(wanted, value_set=held.combine_chunks().cast(pa.string()))).to_pylist())
 
@@ -767,8 +808,9 @@ class Dataset:
         """Drop old snapshots from the metadata by a retention policy; returns their ids.
 
         Kept: snapshots younger than ``older_than``; the newest ``retain_last`` of every
-        branch's history; every branch head and tagged snapshot; every merge base between
-        a branch and main (merges need them); merged heads that main's merges point at.
+        branch's history; every branch head and tagged snapshot; for every branch, both
+        histories back to its merge base with main (a later merge walks them); merged
+        heads that kept merge snapshots point at.
         Data files stay in the warehouse: a snapshot dropped from metadata is no longer
         readable, but files shared with kept snapshots are never touched."""
         self._require("owner", "expire")
@@ -785,9 +827,12 @@ class Dataset:
                     history = _ancestors(table, ref.snapshot_id)
                     keep.update(s.snapshot_id for s in history[:retain_last])
                     if name != MAIN:
+                        # A later merge walks both histories back to their merge base:
+                        # keep both chains down to it.
                         base = self._merge_base(table, main_head, ref.snapshot_id)
                         if base is not None:
-                            keep.add(base)
+                            keep.update(_chain_to(table, ref.snapshot_id, base))
+                            keep.update(_chain_to(table, main_head, base))
             for snapshot in table.metadata.snapshots:
                 if snapshot.timestamp_ms >= cutoff_ms:
                     keep.add(snapshot.snapshot_id)
