@@ -146,16 +146,17 @@ def markdown(results: dict, config: dict) -> str:
                   f" batch {spec['inc_batch_size']} (+{spec['replay_fraction']:g}x replayed);"
                   f" replay memory {spec['memory']} examples (class-balanced).", "",
                   "| strategy | final accuracy | avg forgetting (pts) | BWT (pts) | train s | samples |"
-                  " samples per new exp. | vs joint |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  " samples per new exp. | s per new exp. | vs joint |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         joint_new = np.mean([e["samples"] for e in res["joint"]["per_new_experience"]])
         joint_acc = res["joint"]["final_accuracy"]
         for name in STRATEGY_ORDER:
             r = res[name]
             new = np.mean([e["samples"] for e in r["per_new_experience"]])
+            new_s = np.mean([e["seconds"] for e in r["per_new_experience"]])
             lines.append(f"| {name} | {r['final_accuracy']:.3f} | {100 * r['avg_forgetting']:.1f} |"
                          f" {100 * r['bwt']:.1f} | {r['train_seconds']:.1f} | {r['samples']} | {new:.0f} |"
-                         f" {r['final_accuracy'] / joint_acc:.2f}x acc, {new / joint_new:.2f}x compute |")
+                         f" {new_s:.1f} | {r['final_accuracy'] / joint_acc:.2f}x acc, {new / joint_new:.2f}x compute |")
         ours = res["ours"]
         ours_new = np.mean([e["samples"] for e in ours["per_new_experience"]])
         checks = [
@@ -165,7 +166,10 @@ def markdown(results: dict, config: dict) -> str:
             ("ours <= 0.3x joint compute per new experience", ours_new <= 0.3 * joint_new,
              f"{ours_new / joint_new:.3f}x"),
         ]
-        lines += ["", "Targets: " + "; ".join(f"{c}: **{'met' if ok else 'NOT met'}** ({v})" for c, ok, v in checks), ""]
+        incremental = [n for n in STRATEGY_ORDER if n != "joint"]
+        best = max(incremental, key=lambda n: res[n]["final_accuracy"])
+        lines += ["", "Targets: " + "; ".join(f"{c}: **{'met' if ok else 'NOT met'}** ({v})" for c, ok, v in checks), "",
+                  f"Best incremental strategy here: **{best}** ({res[best]['final_accuracy']:.3f}).", ""]
     lines += ["## Published anchor", "",
               "TSCIL (Qiao et al., KDD 2024), UCI-HAR class-incremental, final average accuracy:"
               " naive 36.2, LwF 42.5, replay 88.9, joint 92.5. UCI-HAR is not shipped inside aeon, so"
@@ -176,7 +180,14 @@ def markdown(results: dict, config: dict) -> str:
         anchor = TSCIL_UCI_HAR.get(name)
         row = [f"{100 * results[ds][name]['final_accuracy']:.1f}" for ds in results]
         lines.append(f"| {name} | {anchor if anchor is not None else '-'} | " + " | ".join(row) + " |")
-    lines += ["", "`samples` counts forward+backward passes of one example (training steps, replayed examples"
+    lines += ["", "Reading the numbers: without a memory, EWC and LwF do not stop class-incremental forgetting"
+              " (they protect weights and old-class logits, but nothing keeps the new classes' logits from"
+              " dominating; TSCIL reports the same, LwF only 6 points above naive). Replay is what carries the"
+              " result; EWC and LwF on top of it trade a little plasticity for stability, which may or may not"
+              " pay on a given dataset (compare the `replay` and `ours` rows). Wall-clock seconds on this shared"
+              " 2-core machine are noisy, and incremental runs pay per-step overheads (EWC penalty over all"
+              " weights, the LwF teacher's forward pass, small batches) that the sample count does not show.",
+              "", "`samples` counts forward+backward passes of one example (training steps, replayed examples"
               " and EWC importance passes); LwF's teacher forward passes are in `teacher_forward_samples` in"
               " the JSON. 'vs joint' compares the mean over the new experiences (2..T).", ""]
     return "\n".join(lines)

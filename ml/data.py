@@ -317,6 +317,12 @@ def _load_platform(ref: str) -> SeriesData:
         raise DataError(f"{ref}: the platform dataset reader failed: {e}") from e
     series = [np.asarray(s, dtype=np.float32) for s in samples.series]
     series = [s[:, None] if s.ndim == 1 else s for s in series]
-    labels = [None if v is None else str(v) for v in samples.labels]
-    return SeriesData(ref=ref, series=series, ids=[str(i) for i in samples.ids], labels=labels)
+    # Only confirmed labels teach: a "pending" label is a model's pre-label awaiting review,
+    # so those samples count as unlabelled here.
+    status = list(samples.status) if getattr(samples, "status", None) else ["confirmed"] * len(series)
+    labels = [None if v is None or st == "pending" else str(v) for v, st in zip(samples.labels, status)]
+    pending = sum(1 for v, st in zip(samples.labels, status) if v is not None and st == "pending")
+    if pending:
+        log.info("%s: %d samples with pending (unreviewed) labels are treated as unlabelled", ref, pending)
+    return SeriesData(ref=ref, series=series, ids=[str(i) for i in samples.ids], labels=labels, label_kind="class")
 

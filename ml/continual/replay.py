@@ -28,7 +28,7 @@ def _to_state(example: dict) -> dict:
         if isinstance(v, str):
             out[k] = v
         elif v is not None:
-            out[k] = torch.as_tensor(np.asarray(v))
+            out[k] = torch.tensor(np.array(v))  # a copy: the source array may be read-only
     return out
 
 
