@@ -26,6 +26,9 @@ def main() -> None:
     if mode == "append":
         worker, commits = rest[0], int(rest[1])
         print("READY", flush=True)
+        start_file = os.environ.get("TP_START_FILE")
+        while start_file and not os.path.exists(start_file):  # a common start line for timing
+            time.sleep(0.01)
         for i in range(commits):
             dataset.append(rows([f"w{worker}-{i:03d}"]), branch=branch, message=f"worker {worker} commit {i}")
         print(json.dumps({"retries": dataset.commit_retries}), flush=True)

@@ -79,10 +79,7 @@ def from_long(table: pa.Table, where: str) -> pa.Table:
     work = table.set_column(table.column_names.index("sample_id"), "sample_id", ids)
     has_time = "timestamp" in table.column_names
     if has_time:
-        try:
-            stamps = work.column("timestamp").cast(pa.timestamp("us", tz="UTC"))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise InvalidSamplesError(f"{where}: column 'timestamp' is not a time: {exc}") from exc
+        stamps = _utc_timestamps(work.column("timestamp"), where)
         work = work.set_column(work.column_names.index("timestamp"), "timestamp", stamps)
         keys.append(("timestamp", "ascending"))
     # sort_indices is stable, so without timestamps the file order of each sample's steps is kept.
@@ -125,6 +122,19 @@ def from_long(table: pa.Table, where: str) -> pa.Table:
         )
     except InvalidSamplesError as exc:
         raise InvalidSamplesError(f"{where}: {exc}") from exc
+
+
+def _utc_timestamps(column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
+    """Timestamps as UTC. Times without a zone (common in sensor exports) are taken as UTC."""
+    try:
+        if pa.types.is_timestamp(column.type):
+            return column.cast(pa.timestamp("us", tz=column.type.tz or "UTC"))
+        try:
+            return column.cast(pa.timestamp("us", tz="UTC"))  # strings with an offset
+        except pa.ArrowInvalid:
+            return column.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidSamplesError(f"{where}: column 'timestamp' is not a time: {exc}") from exc
 
 
 def load_npz(path: Path, where: str) -> pa.Table:
