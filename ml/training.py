@@ -88,7 +88,6 @@ def run(req: TrainRequest) -> TrainResult:
         cfg.epochs = req.epochs
     cfg.validate()
     out = Path(req.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     set_determinism(cfg.seed)
 
@@ -156,6 +155,7 @@ def run(req: TrainRequest) -> TrainResult:
         if too_long:
             raise DataError(f"{ref}: series {too_long[0]!r} is longer than the model's max_len {mcfg.max_len}")
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad data or flags leave nothing behind
     plugins = build_plugins(cfg.plugins, cfg)
     if continuing:
         for p in plugins:

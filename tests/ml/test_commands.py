@@ -183,7 +183,7 @@ def test_bad_data_errors(tmp_path, capsys, trained):
     code, msg = _cli(evaluate_cmd.main, ["--checkpoint", str(tmp_path), "--data", str(three),
                                          "--out", str(tmp_path / "e.json")], capsys)
     assert code == 2 and "is not a checkpoint" in msg
-    assert not (tmp_path / "o").exists() or not (tmp_path / "o" / "checkpoint.json").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()  # nothing half-written
 
 
 def test_bad_data_from_a_real_process_is_one_line(tmp_path):
