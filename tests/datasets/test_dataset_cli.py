@@ -185,3 +185,13 @@ def test_series_uri_samples_are_read_from_the_object_store(backend, ds_name):
     by_id = dict(zip(samples.ids, samples.series))
     np.testing.assert_array_equal(by_id["external"], big)
     assert by_id["inline"].shape == (2, 3)
+
+
+def test_imports_stay_light():
+    """The package and the ml-facing reader load neither pyiceberg nor Airflow at import."""
+    code = (
+        "import sys, train_platform.datasets, train_platform.datasets.reader, train_platform.cli.dataset;"
+        "print(sorted(m for m in ('pyiceberg', 'airflow', 'pyarrow', 'sqlalchemy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
