@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -132,34 +132,48 @@ class Mount(BaseModel):
         return f"{self.name}({self.type}):{self.mount_path}{mode}"
 
 
-class PvcMount(Mount):
-    """An existing PersistentVolumeClaim."""
+class _ObjectMount(Mount):
+    """A mount of a Kubernetes object (claim, ConfigMap, Secret) named in ``_object_field``,
+    which defaults to the mount's name."""
 
-    type: Literal["pvc"] = "pvc"
-    # The claim is usually named like the mount; give it when they differ.
-    claim_name: str = ""
+    _object_field: ClassVar[str]
 
     @model_validator(mode="before")
     @classmethod
-    def _default_claim(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("claim_name") and data.get("name"):
-            data = {**data, "claim_name": data["name"]}
+    def _default_object(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get(cls._object_field) and data.get("name"):
+            data = {**data, cls._object_field: data["name"]}
         return data
 
-    @field_validator("claim_name")
-    @classmethod
-    def _claim_is_dns(cls, value: str) -> str:
+    @model_validator(mode="after")
+    def _object_is_dns(self) -> "_ObjectMount":
+        value = getattr(self, self._object_field)
         if not _DNS_SUBDOMAIN.match(value):
-            raise ValueError(f"claim_name {value!r} is not a valid Kubernetes object name (lower-case, digits, '-', '.')")
-        return value
+            raise ValueError(
+                f"{self._object_field} {value!r} is not a valid Kubernetes object name (lower-case, digits, '-', '.')"
+            )
+        return self
+
+    @property
+    def object_name(self) -> str:
+        return getattr(self, self._object_field)
+
+    def _local_key(self) -> str:
+        return self.object_name
+
+
+class PvcMount(_ObjectMount):
+    """An existing PersistentVolumeClaim."""
+
+    _object_field: ClassVar[str] = "claim_name"
+    type: Literal["pvc"] = "pvc"
+    # The claim is usually named like the mount; give it when they differ.
+    claim_name: str = ""
 
     def _volume_source(self) -> dict[str, Any]:
         from kubernetes.client import V1PersistentVolumeClaimVolumeSource
 
         return {"persistent_volume_claim": V1PersistentVolumeClaimVolumeSource(claim_name=self.claim_name, read_only=self.read_only or None)}
-
-    def _local_key(self) -> str:
-        return self.claim_name
 
 
 class HostPathMount(Mount):
@@ -202,66 +216,34 @@ class HostPathMount(Mount):
         return Path(self.host_path)
 
 
-class ConfigMapMount(Mount):
+class ConfigMapMount(_ObjectMount):
     """A ConfigMap's keys as files."""
 
+    _object_field: ClassVar[str] = "config_map"
     type: Literal["configmap"] = "configmap"
     config_map: str = ""
     # Kubernetes mounts ConfigMaps read-only whatever the spec says; say so up front.
     read_only: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_object(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("config_map") and data.get("name"):
-            data = {**data, "config_map": data["name"]}
-        return data
-
-    @field_validator("config_map")
-    @classmethod
-    def _object_is_dns(cls, value: str) -> str:
-        if not _DNS_SUBDOMAIN.match(value):
-            raise ValueError(f"config_map {value!r} is not a valid Kubernetes object name")
-        return value
 
     def _volume_source(self) -> dict[str, Any]:
         from kubernetes.client import V1ConfigMapVolumeSource
 
         return {"config_map": V1ConfigMapVolumeSource(name=self.config_map)}
 
-    def _local_key(self) -> str:
-        return self.config_map
 
-
-class SecretMount(Mount):
+class SecretMount(_ObjectMount):
     """A Secret's keys as files."""
 
+    _object_field: ClassVar[str] = "secret_name"
     type: Literal["secret"] = "secret"
     secret_name: str = ""
     # Secrets are read-only in the pod; a task writing to one is a bug.
     read_only: bool = True
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_object(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("secret_name") and data.get("name"):
-            data = {**data, "secret_name": data["name"]}
-        return data
-
-    @field_validator("secret_name")
-    @classmethod
-    def _object_is_dns(cls, value: str) -> str:
-        if not _DNS_SUBDOMAIN.match(value):
-            raise ValueError(f"secret_name {value!r} is not a valid Kubernetes object name")
-        return value
-
     def _volume_source(self) -> dict[str, Any]:
         from kubernetes.client import V1SecretVolumeSource
 
         return {"secret": V1SecretVolumeSource(secret_name=self.secret_name)}
-
-    def _local_key(self) -> str:
-        return self.secret_name
 
 
 class MemoryMount(Mount):
