@@ -570,7 +570,11 @@ class ModelRegistry:
                        detail: dict[str, Any] | None = None) -> Experiment:
         with schema.transaction(self.url) as conn:
             model_id = self._model_id(conn, name, lock=True)
-            return self._end_experiment(conn, model_id, name, outcome=outcome, actor=actor, detail=detail)
+            ended = self._end_experiment(conn, model_id, name, outcome=outcome, actor=actor, detail=detail)
+            if self._current_alias(conn, model_id, CANDIDATE) == ended.candidate_version:
+                self._set_alias(conn, model_id, CANDIDATE, None, kind="clear", actor=actor,
+                                detail={"reason": f"A/B experiment {outcome}"})
+            return ended
 
     def _end_experiment(self, conn: Connection, model_id: int, name: str, *, outcome: str,
                         actor: str | None, detail: dict[str, Any] | None) -> Experiment:
