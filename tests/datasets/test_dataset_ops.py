@@ -244,3 +244,15 @@ def test_version_lock_blocks_second_merge(ds, backend):
             ds.revert("main", wait_s=0.3)
     assert _labels(ds)["s1"] == "a"  # the refused merge wrote nothing
     assert ds.merge("x", wait_s=5).kind == "fast-forward"
+
+
+def test_refused_append_leaves_no_data_files(ds, backend):
+    """A duplicate-id append is refused before its commit; the files it wrote are removed."""
+    if backend.warehouse:
+        pytest.skip("counts files in the local warehouse folder")
+    data = backend.home / "warehouse" / "datasets" / ds.name / "data"
+    before = sorted(p.name for p in data.rglob("*.parquet"))
+    with pytest.raises(InvalidSamplesError, match="already has sample"):
+        ds.append(_rows(["new-1", "s2"]), branch="main")
+    assert sorted(p.name for p in data.rglob("*.parquet")) == before
+    assert "new-1" not in _labels(ds)

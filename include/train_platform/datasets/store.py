@@ -537,6 +537,12 @@ class Dataset:
         rows = sample_schema.conform(rows)
         branch = self._write_branch(branch)
         ids = sample_schema.ids_of(rows)
+        # Data files are written once; a lost race only redoes the cheap part (id check,
+        # manifests, metadata). This is what pyiceberg's own Transaction.append calls.
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        table = self._table.refresh()
+        data_files = list(_dataframe_to_data_files(table.metadata, rows, table.io)) if rows.num_rows else []
 
         def write(table: Table, txn: Any, props: dict[str, str]) -> None:
             head = table.snapshot_by_name(branch)
@@ -544,9 +550,20 @@ class Dataset:
             if existing:
                 shown = ", ".join(sorted(existing)[:10])
                 raise InvalidSamplesError(f"{self.name}@{branch} already has sample(s) {shown}; use upsert to replace them")
-            txn.append(rows, snapshot_properties=props, branch=branch)
+            with txn.update_snapshot(snapshot_properties=props, branch=branch).merge_append() as append:
+                for data_file in data_files:
+                    append.append_data_file(data_file)
 
-        sid = self._commit(branch, operation, message, write)
+        try:
+            sid = self._commit(branch, operation, message, write)
+        except DatasetError:
+            # Known not committed (refused or out of retries): the files are nobody's.
+            for data_file in data_files:
+                try:
+                    table.io.delete(data_file.file_path)
+                except OSError:
+                    log.warning("could not delete unused data file %s", data_file.file_path, exc_info=True)
+            raise
         self._access.record(self.name, self.user, operation, ref=branch, snapshot_id=sid, detail={"rows": rows.num_rows})
         return sid
 
