@@ -200,6 +200,7 @@ def test_export_uploads_the_bentoml_archive_to_s3(tp_home, checkpoints, s3_endpo
         export_version(registry, "sensor", 1, "s3://no-such-bucket-here")
 
 
+@pytest.mark.slow
 def test_cli_register_list_promote_rollback_history(tp_home, checkpoints):
     import json
     import subprocess
@@ -219,6 +220,9 @@ def test_cli_register_list_promote_rollback_history(tp_home, checkpoints):
     listed = json.loads(tp("list", "cli-model", "--json").stdout)
     assert [(v["version"], v["aliases"], v["gate_status"]) for v in listed] == [
         (1, [], "passed"), (2, ["production"], "pending")]
+    started = tp("experiment", "set", "cli-model", "1", "--weight", "0.2")
+    assert started.returncode == 0 and "A/B v2 (production) vs v1 at 20%" in started.stdout
+    assert "cleared" in tp("experiment", "clear", "cli-model").stdout
     rolled = tp("rollback", "cli-model")
     assert rolled.returncode == 0 and "rolled back to version 1" in rolled.stdout
     history = tp("history", "cli-model").stdout.splitlines()

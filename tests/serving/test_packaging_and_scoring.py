@@ -50,6 +50,7 @@ def test_packaging_builds_a_bento_with_service_pins_and_model(tp_home, checkpoin
         pinned_packages(("no-such-package-xyz",))
 
 
+@pytest.mark.slow
 def test_batch_scoring_writes_one_prediction_per_sample(tp_home, checkpoints, tmp_path):
     from ml.checkpoint import load_checkpoint
     from ml.predict import predict
