@@ -52,7 +52,7 @@ STRATEGY_ORDER = ["naive", "ewc", "lwf", "replay", "ours", "joint"]
 # batches give them enough optimizer steps at the same sample count (compute). The same
 # settings apply to every incremental strategy.
 DATASETS = {
-    "JapaneseVowels": {"experiences": 3, "epochs": 30, "inc_epochs": 8, "inc_batch_size": 8, "memory": 90,
+    "JapaneseVowels": {"experiences": 3, "epochs": 30, "inc_epochs": 8, "inc_batch_size": 16, "memory": 90,
                        "replay_fraction": 1.0},
     "BasicMotions": {"experiences": 2, "epochs": 40, "inc_epochs": 15, "inc_batch_size": 4, "memory": 16,
                      "replay_fraction": 0.5},

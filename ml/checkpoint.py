@@ -16,7 +16,6 @@ last, so a directory with a ``checkpoint.json`` always has the weights it descri
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from ml.exceptions import CheckpointError
 from ml.model import TASKS, ModelConfig, TimeSeriesTransformer
 from ml.tasks import Normalization
 
-log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 META_FILE = "checkpoint.json"

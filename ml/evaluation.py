@@ -3,7 +3,6 @@ benchmarks report."""
 
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 
@@ -13,7 +12,6 @@ from ml.exceptions import DataError
 from ml.predict import anomaly_scores, run_batches
 from ml.tasks import build_examples
 
-log = logging.getLogger(__name__)
 
 
 def _check_channels(ckpt: Checkpoint, data: SeriesData) -> None:

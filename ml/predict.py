@@ -192,6 +192,9 @@ def predict(checkpoint: Checkpoint, samples: list[dict]) -> list[dict]:
             raise InvalidInputError(f"sample {i}: {e}") from e
     if not examples:
         return []
+    frame_shapes = {ex["image"].shape[1:] for ex in examples if "image" in ex}
+    if len(frame_shapes) > 1:  # frames are stacked into one tensor per batch
+        raise InvalidInputError(f"image: all samples in a request need frames of one size, got {sorted(frame_shapes)}")
     task = checkpoint.task
     if task == "anomaly":
         threshold = float(checkpoint.meta["anomaly"]["threshold"])
