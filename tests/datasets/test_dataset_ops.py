@@ -142,18 +142,22 @@ def test_conflicting_merge_leaves_main_unchanged(ds, backend):
     ds.grant("carol", "writer")
     bob = open_dataset(ds.name, user="bob", settings=backend)
     carol = open_dataset(ds.name, user="carol", settings=backend)
-    bob.label({"s3": "from-bob", "s1": "bob-only"})
-    carol.label({"s3": "from-carol", "s2": "carol-only"})
+    bob.label({"s3": "from-bob", "s1": "bob-only", "s4": "agreed"})
+    carol.label({"s3": "from-carol", "s2": "carol-only", "s4": "agreed"})
     assert bob.merge("user/bob").kind == "fast-forward"
     main_before = ds.resolve("main").snapshot_id
     rows_before = ds.read("main").sort_by("sample_id")
     with pytest.raises(MergeConflict) as info:
         carol.merge("user/carol")
-    assert info.value.ids == ["s3"]
+    assert info.value.ids == ["s3"]  # s4 got the same label from both: agreement, no conflict
     assert info.value.exit_code == 3
     assert ds.resolve("main").snapshot_id == main_before
     assert ds.read("main").sort_by("sample_id").equals(rows_before)
     assert [e.outcome for e in ds.audit() if e.operation == "merge"][0] == "conflict"
+    # Carol resolves by taking bob's label; then her other change merges.
+    carol.label({"s3": "from-bob"})
+    assert carol.merge("user/carol").kind == "merge"
+    assert _labels(ds) == {"s1": "bob-only", "s2": "carol-only", "s3": "from-bob", "s4": "agreed"}
 
 
 def test_revert_restores_content_as_new_snapshot(ds):

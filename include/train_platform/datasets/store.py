@@ -768,7 +768,9 @@ class Dataset:
 
     @staticmethod
     def _conflicting(both: set[str], theirs: _Changes, ours: _Changes) -> list[str]:
-        """Ids both sides touched whose end states differ (a removal differs from any row)."""
+        """Ids both sides touched whose end states differ (a removal differs from any row).
+        Two annotators agreeing on a sample is no conflict: who annotated is not compared,
+        and main's row is kept."""
         conflicts = []
         with_rows = []
         for sample_id in sorted(both):
@@ -780,7 +782,9 @@ class Dataset:
             else:
                 with_rows.append(sample_id)
         if with_rows:
-            same = sample_schema.rows_equal(sample_schema.take_ids(theirs.rows, with_rows), sample_schema.take_ids(ours.rows, with_rows))
+            same = sample_schema.rows_equal(
+                sample_schema.take_ids(theirs.rows, with_rows), sample_schema.take_ids(ours.rows, with_rows), ignore=("annotator",)
+            )
             conflicts.extend(sample_id for sample_id, eq in zip(with_rows, same) if not eq)
         return sorted(conflicts)
 
