@@ -1,5 +1,5 @@
 """Quality of the model on real data shipped inside aeon, with the default training config
-(only epochs and, for forecasting, nothing else set per dataset).
+(only the number of epochs is set per dataset).
 
 - JapaneseVowels (9 classes, 12 channels, ragged lengths): accuracy, target >= 0.97
 - BasicMotions (4 classes, 6 channels): accuracy, target >= 0.95
