@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
     p.add_argument("--data", required=True, help="aeon:NAME[:train|test], tp://NAME@REF, or a .npz/.csv/.parquet file")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON file to write")
+    p.add_argument("--task", help="fail unless the checkpoint was trained for this task")
     p.add_argument("--season", type=int, help="forecasting: also report the seasonal-naive MAE with this period")
     return p
 
@@ -31,8 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     from ml.continual.trainer import pick_device
     from ml.data import load_ref
     from ml.evaluation import evaluate
+    from ml.exceptions import CheckpointError
 
     ckpt = load_checkpoint(args.checkpoint, device=pick_device())
+    if args.task and args.task != ckpt.task:
+        raise CheckpointError(f"checkpoint {args.checkpoint} was trained for task {ckpt.task!r}, not {args.task!r}")
     data = load_ref(args.data)
     metrics = evaluate(ckpt, data, season=args.season)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -180,6 +180,10 @@ def test_bad_data_errors(tmp_path, capsys, trained):
                                       "--init", str(trained), "--out", str(tmp_path / "o3")], capsys)
     assert code == 2 and "trained for task 'classification'" in msg
 
+    code, msg = _cli(evaluate_cmd.main, ["--checkpoint", str(trained), "--data", str(three), "--task", "anomaly",
+                                         "--out", str(tmp_path / "e.json")], capsys)
+    assert code == 2 and "trained for task 'classification', not 'anomaly'" in msg
+
     code, msg = _cli(evaluate_cmd.main, ["--checkpoint", str(tmp_path), "--data", str(three),
                                          "--out", str(tmp_path / "e.json")], capsys)
     assert code == 2 and "is not a checkpoint" in msg
