@@ -93,6 +93,15 @@ def test_errors_name_the_model_version_or_alias(registry, checkpoints, tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointInvalidError, match="checkpoint.json is missing"):
         registry.register("sensor", tmp_path / "empty")
+    import json
+    import shutil
+
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(checkpoints["good"], snapshot)
+    meta = json.loads((snapshot / "checkpoint.json").read_text())
+    (snapshot / "checkpoint.json").write_text(json.dumps({**meta, "complete": False, "epochs_completed": 2}))
+    with pytest.raises(CheckpointInvalidError, match="has not finished"):
+        registry.register("sensor", snapshot)
     # A failed registration leaves nothing behind: still one version.
     assert [v.version for v in registry.list_versions("sensor")] == [1]
 

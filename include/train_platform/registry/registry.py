@@ -700,4 +700,9 @@ def read_checkpoint_info(checkpoint: Path) -> dict[str, Any]:
         loaded = load_checkpoint(checkpoint)
     except MLError as exc:
         raise CheckpointInvalidError(f"{checkpoint} is not a usable checkpoint: {exc}") from exc
+    if loaded.meta.get("complete") is False:
+        # ml.train writes per-epoch snapshots marked incomplete while a run goes on.
+        raise CheckpointInvalidError(
+            f"{checkpoint} is a snapshot of a training run that has not finished "
+            f"(epoch {loaded.meta.get('epochs_completed', '?')} of {loaded.meta.get('epochs', '?')})")
     return {"task": loaded.task, "labels": list(loaded.labels or [])}
