@@ -3,6 +3,7 @@ PostgreSQL + S3 + Redis."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -183,14 +184,35 @@ def test_expire_keeps_tags_heads_and_merge_bases(ds):
     base = ds.resolve("old").snapshot_id
     for i in range(3):
         ds.label({"s2": f"w{i}"}, branch="main")
-    expired = ds.expire(older_than=timedelta(0), retain_last=1)
+    result = ds.expire(older_than=timedelta(0), retain_last=1, orphan_grace=timedelta(0))
+    expired = result.snapshots
     assert expired
+    assert result.deleted_files  # label commits rewrote s1's file; old versions went with their snapshots
     ids = {s.snapshot_id for s in ds._fresh().metadata.snapshots}
     assert tagged in ids and base in ids and ds.resolve("main").snapshot_id in ids
     assert not (set(expired) & ids)
     assert _labels(ds, "keep-me")["s1"] == "a"
+    for name in ds.refs():  # every kept ref still reads in full after the file deletion
+        assert ds.read(name).num_rows == 4
     ds.label({"s3": "y"}, branch="old")
     assert ds.merge("old").kind == "merge"
+
+
+def test_expire_deletes_orphans_past_the_grace_period_only(ds, backend):
+    """A killed writer's data file (written, never committed) is deleted once it is older
+    than the grace period; one written just now may belong to a commit in flight."""
+    import pyarrow.parquet as pq
+
+    table = ds._fresh()
+    fresh = f"{table.location()}/data/in-flight.parquet"
+    with table.io.new_output(fresh).create(overwrite=True) as handle:
+        pq.write_table(_rows(["ghost"]), handle)
+    kept = ds.expire(older_than=timedelta(days=1), orphan_grace=timedelta(hours=1))
+    assert kept.snapshots == [] and kept.deleted_files == []
+    time.sleep(1.1)
+    gone = ds.expire(older_than=timedelta(days=1), orphan_grace=timedelta(seconds=1))
+    assert [p.rsplit("/", 1)[-1] for p in gone.deleted_files] == ["in-flight.parquet"]
+    assert ds.read("main").num_rows == 4
 
 
 def test_reader_is_refused_writes_and_nothing_is_written(ds, backend):

@@ -127,6 +127,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--older-than", type=float, default=7.0, metavar="DAYS", help="keep snapshots younger than this (default 7)")
     p.add_argument("--retain-last", type=int, default=10, metavar="N", help="keep the newest N of every branch (default 10)")
+    p.add_argument(
+        "--orphan-grace", type=float, default=60.0, metavar="MINUTES",
+        help="delete unreferenced data files older than this (default 60: spares writes in flight)",
+    )
+    p.add_argument("--keep-files", action="store_true", help="delete no data files, only expire snapshots")
     p.add_argument("--wait", type=float, default=None, metavar="SECONDS")
     _add_user(p)
     _add_json(p)
@@ -312,6 +317,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
-    expired = _open(args.name, args).expire(older_than=timedelta(days=args.older_than), retain_last=args.retain_last, wait_s=args.wait)
-    _emit(args, {"expired": expired}, f"expired {len(expired)} snapshot(s)")
+    grace = None if args.keep_files else timedelta(minutes=args.orphan_grace)
+    result = _open(args.name, args).expire(
+        older_than=timedelta(days=args.older_than), retain_last=args.retain_last, orphan_grace=grace, wait_s=args.wait
+    )
+    _emit(args, result.as_dict(), f"expired {len(result.snapshots)} snapshot(s), deleted {len(result.deleted_files)} unused data file(s)")
     return 0

@@ -28,6 +28,7 @@ _LAZY = {
     "Dataset": "store",
     "CommitPolicy": "store",
     "DiffResult": "store",
+    "ExpireResult": "store",
     "MergeResult": "store",
     "SnapshotInfo": "store",
     "MAIN": "store",

@@ -148,6 +148,15 @@ class MergeResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ExpireResult:
+    snapshots: list[int]  # expired snapshot ids
+    deleted_files: list[str]  # data files no remaining snapshot used
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class _Changes:
     """What happened to samples between two snapshots, with the rows as they ended up."""
@@ -824,16 +833,20 @@ class Dataset:
         *,
         older_than: timedelta = timedelta(days=7),
         retain_last: int = 10,
+        orphan_grace: timedelta | None = timedelta(hours=1),
         wait_s: float | None = None,
-    ) -> list[int]:
-        """Drop old snapshots from the metadata by a retention policy; returns their ids.
+    ) -> ExpireResult:
+        """Drop old snapshots by a retention policy, then the data files no snapshot uses.
 
         Kept: snapshots younger than ``older_than``; the newest ``retain_last`` of every
         branch's history; every branch head and tagged snapshot; for every branch, both
         histories back to its merge base with main (a later merge walks them); merged
-        heads that kept merge snapshots point at.
-        Data files stay in the warehouse: a snapshot dropped from metadata is no longer
-        readable, but files shared with kept snapshots are never touched."""
+        heads that kept merge snapshots point at. An expired snapshot can no longer be read.
+
+        Then data files that no remaining snapshot references and that are older than
+        ``orphan_grace`` are deleted: those of expired snapshots, of lost commit races and
+        of killed writers. The grace period protects files a writer has written but not yet
+        committed; ``None`` keeps every file."""
         self._require("owner", "expire")
         if retain_last < 1:
             raise DatasetError("retain_last must be at least 1: a branch's head is always kept")
@@ -863,9 +876,48 @@ class Dataset:
             expired = sorted(s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id not in keep)
             if expired:
                 table.maintenance.expire_snapshots().by_ids(expired).commit()
-                self._table = table.refresh()
-        self._access.record(self.name, self.user, "expire", ref=None, detail={"expired": expired, "retain_last": retain_last, "older_than_s": older_than.total_seconds()})
-        return expired
+                table = self._fresh()
+            deleted = self._delete_unreferenced_files(table, orphan_grace) if orphan_grace is not None else []
+        result = ExpireResult(snapshots=expired, deleted_files=deleted)
+        self._access.record(
+            self.name,
+            self.user,
+            "expire",
+            detail={"expired": expired, "deleted_files": len(deleted), "retain_last": retain_last, "older_than_s": older_than.total_seconds()},
+        )
+        return result
+
+    def _delete_unreferenced_files(self, table: Table, grace: timedelta) -> list[str]:
+        from pyarrow import fs as pafs
+        from pyiceberg.io.pyarrow import PyArrowFileIO
+
+        io = table.io
+        if not isinstance(io, PyArrowFileIO):
+            log.warning("%s: file IO %s cannot list files; unreferenced files are kept", self.name, type(io).__name__)
+            return []
+        referenced: set[str] = set()
+        seen_manifests: set[str] = set()
+        for snapshot in table.metadata.snapshots:
+            for manifest in snapshot.manifests(io):
+                if manifest.manifest_path in seen_manifests:
+                    continue
+                seen_manifests.add(manifest.manifest_path)
+                for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+                    referenced.add(io.parse_location(entry.data_file.file_path)[2])
+        scheme, netloc, data_path = io.parse_location(f"{table.location()}/data")
+        filesystem = io.fs_by_scheme(scheme, netloc)
+        cutoff = datetime.now(timezone.utc) - grace
+        deleted = []
+        for info in filesystem.get_file_info(pafs.FileSelector(data_path, recursive=True, allow_not_found=True)):
+            if info.type != pafs.FileType.File or info.path in referenced:
+                continue
+            modified = info.mtime if info.mtime is None or info.mtime.tzinfo else info.mtime.replace(tzinfo=timezone.utc)
+            if modified is not None and modified > cutoff:
+                continue
+            filesystem.delete_file(info.path)
+            deleted.append(info.path)
+        log.info("%s: deleted %d unreferenced data file(s)", self.name, len(deleted))
+        return deleted
 
     # ----- roles and audit ---------------------------------------------------------------
     def grant(self, user: str, role: str | None) -> None:
@@ -893,6 +945,7 @@ __all__ = [
     "CommitPolicy",
     "Dataset",
     "DiffResult",
+    "ExpireResult",
     "MergeResult",
     "SnapshotInfo",
     "create_dataset",
