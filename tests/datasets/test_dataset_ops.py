@@ -80,6 +80,10 @@ def test_branch_is_metadata_only_and_label_goes_to_user_branch(ds, backend):
     assert (row["annotator"], row["label_source"], row["status"]) == ("bob", "human", "confirmed")
     assert bob.log("user/bob")[0].user == "bob"
 
+    ds.grant("eve@example.com", "writer")
+    open_dataset(ds.name, user="eve@example.com", settings=backend).label({"s4": "e"})
+    assert _labels(ds, "user/eve-example.com")["s4"] == "e"
+
     with pytest.raises(UnknownSamplesError) as info:
         bob.label({"s3": "x", "nope": "y"}, branch="user/bob")
     assert info.value.ids == ["nope"]

@@ -208,7 +208,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     from train_platform.datasets.exceptions import InvalidSamplesError
-    from train_platform.datasets.store import parse_ref
+    from train_platform.datasets.store import parse_ref, user_branch
 
     name, branch = parse_ref(args.name)
     labels: dict[str, str] = {}
@@ -221,7 +221,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         labels[sample_id] = label
     dataset = _open(name, args)
     sid = dataset.label(labels, branch, source=args.source, confidence=args.confidence, status=args.status, message=args.message)
-    target = branch or f"user/{dataset.user}"
+    target = branch or user_branch(dataset.user)
     _emit(args, {"dataset": name, "ref": target, "snapshot_id": sid, "labelled": len(labels)}, f"labelled {len(labels)} sample(s) on {name}@{target}: snapshot {sid}")
     return 0
 

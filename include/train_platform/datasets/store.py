@@ -181,7 +181,8 @@ def parse_ref(text: str) -> tuple[str, str | None]:
 
 
 def user_branch(user: str) -> str:
-    return f"{USER_BRANCH_PREFIX}{user}"
+    """The user's own branch. Characters a ref name cannot hold (an e-mail's '@') become '-'."""
+    return f"{USER_BRANCH_PREFIX}{re.sub(r'[^A-Za-z0-9._-]+', '-', user).strip('-.') or 'anonymous'}"
 
 
 def _check_ref_name(name: str) -> str:
