@@ -32,6 +32,13 @@ from train_platform.settings import get_settings
 log = logging.getLogger(__name__)
 
 
+def _workers() -> int:
+    # Read at import: BentoML takes the worker count from the decorator.
+    from ml.serving.config import ServingConfig
+
+    return ServingConfig.workers_from_env()
+
+
 def _error(ctx: bentoml.Context, status: int, message: str, **headers: str) -> JSONResponse:
     # BentoML copies the context's status and headers onto whatever the API returns.
     ctx.response.status_code = status
@@ -42,10 +49,10 @@ def _error(ctx: bentoml.Context, status: int, message: str, **headers: str) -> J
 
 @bentoml.service(
     name="tp-inference",
-    # One worker: adaptive batching needs every request in the same process, and one
-    # process already keeps both cores busy (event loop + model thread). Scale out with
-    # replicas (the Helm chart's HPA), which share the cache and the registry.
-    workers=1,
+    # Worker processes per replica (TP_SERVE_WORKERS, default 2): each batches its own
+    # requests; see ml/serving/config.py for the reason. Scale out with replicas (the Helm
+    # chart's HPA), which share the cache and the registry.
+    workers=_workers(),
     # Up to 2048 requests in flight per replica; beyond that BentoML answers 503 itself.
     traffic={"timeout": 30, "max_concurrency": 2048},
     # Per-request access lines cost ~10% throughput; latency is in /metrics anyway.
