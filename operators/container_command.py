@@ -125,6 +125,9 @@ class ContainerCommandOperator(BaseOperator):
         command = self.command or self.default_command(self.resolved_inputs, self.resolved_outputs, params)
         run_id = context["run_id"]
         env = {
+            # Tasks act on datasets and models as the pipeline's owner, whose roles decide
+            # what they may read and write; the spec's env may name another user.
+            "TP_USER": self.owner,
             **self.env,
             "TP_PIPELINE": self.pipeline,
             "TP_PIPELINE_VERSION": self.pipeline_version,

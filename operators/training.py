@@ -16,10 +16,12 @@ class TrainingOperator(ContainerCommandOperator):
     """Trains a model with the platform's trainer.
 
     Inputs: ``training_data`` (a file or a ``tp://dataset@ref``; the first input when not
-    named so) and optionally ``base_model`` (a checkpoint folder). Output: the first output
-    receives the new checkpoint. The mode is the ``mode`` parameter when the pipeline has
-    one, else ``incremental`` when the base model folder holds a checkpoint and ``initial``
-    otherwise, so the first run of a pipeline trains from scratch and later runs continue.
+    named so) and optionally ``base_model``: a checkpoint folder, or a model ref
+    ``model:NAME:VERSION_OR_ALIAS`` (``model:sensor-classifier:production``) looked up in the
+    registry. Output: the first output receives the new checkpoint. The mode is the ``mode``
+    parameter when the pipeline has one, else ``incremental`` when the base model exists and
+    ``initial`` otherwise, so the first run of a pipeline trains from scratch and later runs
+    continue from the model in production.
     """
 
     task_type = "training"
@@ -30,13 +32,16 @@ class TrainingOperator(ContainerCommandOperator):
         if not inputs or not outputs:
             raise ValueError(f"{self.task_id}: training needs a `training_data` input and an output")
         data = inputs.get("training_data") or next(iter(inputs.values()))
-        base = inputs.get("base_model")
-        has_base = bool(base) and (Path(base) / "checkpoint.json").exists()
+        base = self._base_checkpoint(inputs.get("base_model"))
+        has_base = base is not None and (Path(base) / "checkpoint.json").exists()
         mode = str(params.get("mode") or ("incremental" if has_base else "initial"))
         out = next(iter(outputs.values()))
         command = ["python", "-m", "ml.train", "--mode", mode, "--task", str(params.get("task", "classification")),
                    "--data", data, "--out", out]
-        if mode == "incremental" and base:
+        if mode == "incremental":
+            if not has_base:
+                raise ValueError(f"{self.task_id}: mode 'incremental' needs a base model, and "
+                                 f"{inputs.get('base_model')!r} holds none")
             command += ["--init", base]
         if params.get("epochs") is not None:
             command += ["--epochs", str(params["epochs"])]
@@ -46,3 +51,21 @@ class TrainingOperator(ContainerCommandOperator):
             config_file.write_text(json.dumps(config))
             command += ["--config", str(config_file)]
         return command
+
+    def _base_checkpoint(self, location: str | None) -> str | None:
+        """The checkpoint folder behind ``base_model``; None when there is none yet."""
+        if not location or not location.startswith("model:"):
+            return location
+        from train_platform.registry import ModelRegistry, RegistryError
+        from train_platform.registry.bento_store import model_path
+        from train_platform.settings import get_settings
+
+        name, _, version = location.removeprefix("model:").partition(":")
+        try:
+            found = ModelRegistry().get(name, version or "production")
+        except RegistryError as exc:  # no such model or alias yet: the first run trains from scratch
+            self.log.info("base model %s not available (%s); training from scratch", location, exc)
+            return None
+        path = model_path(get_settings(), found.bento_model_tag)
+        self.log.info("base model %s is version %s at %s", location, found.version, path)
+        return str(path)
