@@ -4,42 +4,28 @@ Bento, twice, the second run continuing from the model in production."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.pipelines.helpers import LOADER, ROOT
+from tests.pipelines.helpers import BIN, ROOT, airflow_project, dags_test
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 PIPELINE = ROOT / "dags" / "pipelines" / "sensor-continual-learning.yaml"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("continual")
-    dags = root / "dags"
-    dags.mkdir()
-    shutil.copy(LOADER, dags / LOADER.name)
-    shutil.copy(PIPELINE, dags / PIPELINE.name)
-    env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "TP_HOME": str(root / "tp")}
-    for var in ("TP_CATALOG_URL", "TP_WAREHOUSE", "TP_REDIS_URL", "TP_DATABASE_URL"):
-        env.pop(var, None)
-    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    env = airflow_project(tmp_path_factory.mktemp("continual"), [PIPELINE])
     subprocess.run([str(BIN / "tp"), "dataset", "import", "sensors", "--from", "aeon:BasicMotions:train",
                     "--as", "platform-team"], env=env, check=True, capture_output=True)
     return env
 
 
 def _run(env: dict[str, str]) -> str:
-    conf = {"epochs": 2, "test_data": "aeon:BasicMotions:test", "model_name": "clf"}
-    run = subprocess.run([str(BIN / "airflow"), "dags", "test", "sensor-continual-learning", "-c", json.dumps(conf)],
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = dags_test(env, "sensor-continual-learning", {"epochs": 2, "test_data": "aeon:BasicMotions:test",
+                                                         "model_name": "clf"})
     log = run.stdout + run.stderr
     assert run.returncode == 0 and "state=success" in log, log[-4000:]
     return log

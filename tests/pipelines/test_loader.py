@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipelines.helpers import COMMAND_EXAMPLE, LOADER, ROOT, minimal, write
+from tests.pipelines.helpers import BIN, COMMAND_EXAMPLE, LOADER, airflow_project, minimal, write
 from train_platform.cli import main
 from train_platform.compiler.loader import load_dags
 
@@ -115,15 +115,14 @@ def test_parsing_imports_no_heavy_library(dags_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_dag_processor_shows_good_dags_and_the_broken_files_error(dags_folder, tmp_path):
+def test_real_dag_processor_shows_good_dags_and_the_broken_files_error(tmp_path):
     """Not only DagBag: Airflow's own DAG processor parses the folder into its database."""
+    env = airflow_project(tmp_path, [])
+    dags_folder = Path(env["AIRFLOW__CORE__DAGS_FOLDER"])
     _broken_and_two_good(dags_folder)
-    home = tmp_path / "airflow"
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-           "TP_HOME": str(tmp_path / "tp"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
-    subprocess.run([airflow, "dag-processor", "-n", "1"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([str(BIN / "airflow"), "dag-processor", "-n", "1"], env=env, check=True, capture_output=True,
+                   timeout=300)
+    home = Path(env["AIRFLOW_HOME"])
     import sqlite3
 
     with sqlite3.connect(home / "airflow.db") as db:

@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.pipelines.helpers import COMMAND_EXAMPLE, LOADER, write
+from tests.pipelines.helpers import COMMAND_EXAMPLE, airflow_project, dags_test, write
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("airflow-e2e")
-    dags = root / "dags"
-    dags.mkdir()
-    shutil.copy(LOADER, dags / LOADER.name)
-    shutil.copy(COMMAND_EXAMPLE, dags / COMMAND_EXAMPLE.name)
-    env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "TP_HOME": str(root / "tp")}
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    return env
-
-
-def _dags_test(env: dict[str, str], dag_id: str, conf: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return airflow_project(tmp_path_factory.mktemp("airflow-e2e"), [COMMAND_EXAMPLE])
 
 
 def test_outputs_feed_inputs_and_trigger_params_reach_commands(airflow_env):
-    run = _dags_test(airflow_env, "example-command-pipeline", {"samples": 37, "window": 3})
+    run = dags_test(airflow_env, "example-command-pipeline", {"samples": 37, "window": 3})
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-3000:]
     assert "generated 37 readings" in log
@@ -67,7 +49,7 @@ def test_a_failing_command_fails_the_task_and_the_run(airflow_env):
           command: ["python", "-c", "print('must not run')"]
           depends_on: [boom]
     """)
-    run = _dags_test(airflow_env, "failing", {})
+    run = dags_test(airflow_env, "failing", {})
     log = run.stdout + run.stderr
     assert "about to fail" in log
     assert "command exited with code 3" in log
@@ -76,6 +58,6 @@ def test_a_failing_command_fails_the_task_and_the_run(airflow_env):
 
 
 def test_a_parameter_outside_its_schema_is_refused_at_trigger_time(airflow_env):
-    run = _dags_test(airflow_env, "example-command-pipeline", {"samples": 2})
+    run = dags_test(airflow_env, "example-command-pipeline", {"samples": 2})
     assert run.returncode != 0
     assert "samples" in run.stdout + run.stderr
