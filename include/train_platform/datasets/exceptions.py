@@ -33,7 +33,9 @@ class InvalidSamplesError(DatasetError, ValueError):
 
 
 class UnknownSamplesError(DatasetError):
-    """Labels were given for sample ids that the branch does not hold."""
+    """Labels were given for sample ids that the branch does not hold. Nothing was written."""
+
+    exit_code = 2
 
     def __init__(self, ref: str, ids: list[str]):
         self.ids = list(ids)

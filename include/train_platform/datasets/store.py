@@ -269,7 +269,10 @@ def _load(source: str | pa.Table) -> pa.Table:
 
 
 class Dataset:
-    """One dataset, acted on by one user. Every method checks that user's role first."""
+    """One dataset, acted on by one user. Every method checks that user's role first.
+
+    An instance caches the table's metadata and is meant for one thread; processes and
+    threads each open their own and meet at the catalog's optimistic commit."""
 
     def __init__(
         self,
