@@ -29,7 +29,7 @@ def s3_bucket(s3_endpoint) -> str:
     return BUCKET
 
 
-@pytest.fixture(params=["local", "services"])
+@pytest.fixture(params=["local", pytest.param("services", marks=pytest.mark.services)])
 def backend(request, tp_home, monkeypatch):
     """Settings for one shape, exported as TP_* so subprocesses see the same catalog."""
     if request.param in ("services", "postgres"):

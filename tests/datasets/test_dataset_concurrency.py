@@ -37,7 +37,7 @@ def _wait_line(proc: subprocess.Popen, expected: str, timeout: float = 60) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["local", "postgres"], indirect=True)
+@pytest.mark.parametrize("backend", ["local", pytest.param("postgres", marks=pytest.mark.services)], indirect=True)
 def test_eight_processes_commit_to_one_branch_without_losing_rows(backend, ds_name):
     dataset = create_dataset(ds_name, user="alice", settings=backend)
     dataset.branch("ingest")
@@ -145,6 +145,7 @@ def test_lock_waiter_times_out_then_lock_is_free(backend):
         pass
 
 
+@pytest.mark.services
 def test_redis_lock_expires_when_holder_vanishes(redis_url, tp_home):
     """A holder that dies without releasing (no renewals) frees the lock after its TTL."""
     import redis
