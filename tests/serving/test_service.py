@@ -225,6 +225,22 @@ def _traffic_with_feedback(served, n: int, seed: int) -> None:
     assert {status for status, _ in confirmed} == {200}
 
 
+def _settle(served, at_least: int, timeout: float = 30.0) -> None:
+    """Until every worker's live stats for the running experiment reached the registry: the
+    arms' request totals are at least ``at_least`` and stop moving over a few flush periods
+    (each worker flushes every 0.3 s here; under load one may lag)."""
+    experiment = served.registry.active_experiment(served.name)
+    arms = (experiment.control_version, experiment.candidate_version)
+    deadline, last = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        total = sum(served.registry.live_stats(served.name, v, since=experiment.started_at).requests for v in arms)
+        if total >= at_least and total == last:
+            return
+        last = total
+        time.sleep(1.0)
+    raise AssertionError(f"live stats did not settle within {timeout} s (last total {last})")
+
+
 def _run_deploy_task(served, tmp_path, params: dict) -> dict:
     """The `deploy` task of dags/pipelines/daily-deployment.yaml, compiled by the platform's
     compiler and executed on the local executor (its real command, in a subprocess)."""
@@ -252,8 +268,9 @@ def test_the_deployment_task_rolls_back_a_worse_candidate_and_promotes_a_better_
     assert _run_deploy_task(served, tmp_path, params)["action"] == "ab_started"
     assert served.registry.active_experiment(served.name).candidate_version == 2
     wait_for_split(served)
+    time.sleep(1.0)  # every worker has polled the registry (0.2 s) and routes by the split
     _traffic_with_feedback(served, 120, seed=11)
-    time.sleep(1.0)  # and flushes its live stats
+    _settle(served, 120)
     # Day 2: the candidate is worse on confirmed labels: rolled back by itself.
     day2 = _run_deploy_task(served, tmp_path, params)
     assert day2["action"] == "rolled_back", day2
@@ -265,8 +282,9 @@ def test_the_deployment_task_rolls_back_a_worse_candidate_and_promotes_a_better_
     served.registry.register(served.name, served.checkpoints["good"], gate_status="passed")
     assert _run_deploy_task(served, tmp_path, params)["action"] == "ab_started"
     wait_for_split(served)
-    _traffic_with_feedback(served, 120, seed=12)
     time.sleep(1.0)
+    _traffic_with_feedback(served, 120, seed=12)
+    _settle(served, 120)
     day4 = _run_deploy_task(served, tmp_path, params)
     assert day4["action"] == "promoted", day4
     assert served.registry.get(served.name, "production").version == 3
