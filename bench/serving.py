@@ -1,6 +1,6 @@
 """Serving throughput and latency: our BentoML service against a plain FastAPI endpoint.
 
-Usage: python bench/serving.py [--seconds S] [--rounds R] [--checkpoint DIR]
+Usage: python bench/serving.py [--seconds S] [--rounds R] [--checkpoint DIR] [--client wrk|python]
 
 Trains a classifier with ``python -m ml.train`` on aeon BasicMotions (6 channels x 100
 steps, 4 classes; the default model) unless ``--checkpoint`` is given, registers it in a
@@ -19,6 +19,18 @@ hits. Then one client repeats one input against ours: ``cache_hit``. Every run s
 itself; both servers are stopped at the end. Results: bench/results/serving.json as
 ``{"runs": [{"variant", "clients", "requests", "throughput_rps", "p50_ms", "p99_ms"}]}``.
 
+Load generator (``--client``): ``wrk`` (the default when the ``wrk`` binary is on PATH) or
+``python`` (aiohttp, in this process). The generator runs on the same cores as the servers,
+so its own CPU cost lowers every variant's throughput and lengthens its tails; wrk is C and
+costs far less than the asyncio client. Every variant of one run uses the same generator,
+and the saved JSON says which (``generator``). With wrk a Lua script, written into the
+run's temp folder, builds each request from the same test samples and the same never-repeat
+scheme as ``FreshBodies`` (plus the run and wrk-thread number), so no request hits a cache;
+``cache_hit`` sends one fixed body. Any response that is not 2xx counts as failed.
+``p50_ms``/``p99_ms`` are those of the requests sent, for both generators: wrk's
+coordinated-omission correction is undone (see ``uncorrected_histogram``); its corrected
+figures are kept as ``p50_ms_wrk_corrected``/``p99_ms_wrk_corrected``.
+
 For context the same load also goes to ``FloorService`` below, a BentoML service that
 answers a constant without any model: the most any BentoML endpoint can do on this machine
 (saved apart, as ``floor_runs``).
@@ -31,6 +43,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,6 +173,7 @@ class FreshBodies:
         from ml.data import load_ref
 
         data = load_ref("aeon:BasicMotions:test")
+        self.series = list(data.series)
         self.templates = []
         for x in data.series:
             rows = x.tolist()
@@ -176,6 +190,211 @@ class FreshBodies:
         return f'{{"sensor": [[{a!r}, {b!r}{rest}}}'.encode()
 
 
+# ---------------------------------------------------------------- wrk load generator
+
+# One Lua state per wrk thread. ``request`` builds a new body per request from the templates
+# (first four values of the first row perturbed in steps of 1e-4: two carry the thread's own
+# sequence number, one the bench's run number, one the wrk thread number, so no two requests
+# of one bench process are equal). ``response`` counts non-2xx answers itself, because wrk's
+# own status error counts only codes above 399. ``done`` prints one JSON line for the bench.
+_WRK_COMMON = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+
+local threads = {}
+local thread_count = 0
+
+function setup(thread)
+  thread:set("thread_id", thread_count)
+  thread_count = thread_count + 1
+  table.insert(threads, thread)
+end
+
+non2xx = 0
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  end
+end
+
+function done(summary, latency, requests)
+  -- The histogram as "microseconds count" lines, for the bench to undo wrk's correction.
+  if histogram_path ~= "" then
+    local out = assert(io.open(histogram_path, "w"))
+    for i = 1, #latency do
+      local value, count = latency(i)
+      out:write(string.format("%d %d\n", value, count))
+    end
+    out:close()
+  end
+  local non2xx_total = 0
+  for _, thread in ipairs(threads) do
+    non2xx_total = non2xx_total + (thread:get("non2xx") or 0)
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '\nWRK_JSON {"duration_us": %d, "requests": %d, "non2xx": %d, "connect": %d, "read": %d, ' ..
+    '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.duration, summary.requests, non2xx_total, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+_WRK_FRESH = r"""
+local templates = {
+%(templates)s
+}
+local run_id = 0
+local seq = 0
+
+function init(args)
+  run_id = tonumber(args[1])
+end
+
+-- done() runs in the main Lua state, which init() never sees: the path comes in as text.
+histogram_path = "%(histogram)s"
+
+function request()
+  local t = templates[(seq %% #templates) + 1]
+  local n = math.floor(seq / #templates)
+  seq = seq + 1
+  local a = t[1] + (n %% 10000) * 1e-4
+  local b = t[2] + math.floor(n / 10000) * 1e-4
+  local c = t[3] + run_id * 1e-4
+  local d = t[4] + thread_id * 1e-4
+  local body = string.format('{"sensor": [[%%.17g, %%.17g, %%.17g, %%.17g', a, b, c, d) .. t[5] .. "}"
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+class WrkClient:
+    """Closed-loop load with wrk: ``clients`` connections, each sending its next request
+    when the last one answered, like ``closed_loop``."""
+
+    def __init__(self, work: Path, bodies: FreshBodies, threads: int):
+        self.binary = shutil.which("wrk")
+        if self.binary is None:
+            raise RuntimeError("wrk is not on PATH: install it (scripts/install-system.sh) or use --client python")
+        self.threads = threads
+        self.work = work
+        self.runs = 0
+        self.version = subprocess.run([self.binary, "-v"], capture_output=True, text=True).stdout.split("\n")[0].split(" Copyright")[0].strip()
+        rows = []
+        for x in bodies.series:
+            values = x.tolist()
+            first_row = values[0]
+            if len(first_row) < 4:
+                raise RuntimeError(f"the wrk script perturbs 4 channels; the benchmark data has {len(first_row)}")
+            rest = json.dumps(values)[len("[" + json.dumps(first_row[:4])[:-1]):]
+            rows.append("  {%s, %s}," % (", ".join(repr(float(v)) for v in first_row[:4]), _lua_string(rest)))
+        self.histogram = work / "wrk_latency.txt"
+        if any(c in str(self.histogram) for c in '"\\%\n'):
+            raise RuntimeError(f"the temp folder's name cannot go into a Lua string as is: {work}")
+        self.fresh_script = work / "wrk_fresh.lua"
+        self.fresh_script.write_text(_WRK_COMMON + _WRK_FRESH % {"templates": "\n".join(rows),
+                                                                 "histogram": self.histogram})
+
+    def fixed_script(self, body: bytes) -> Path:
+        path = self.work / "wrk_fixed.lua"
+        path.write_text(f"wrk.body = {_lua_string(body.decode())}\n"
+                        f"histogram_path = {_lua_string(str(self.histogram))}\n" + _WRK_COMMON)
+        return path
+
+    def run(self, url: str, clients: int, seconds: float, body: bytes | None = None) -> dict:
+        """Fresh bodies, or ``body`` on every request; returns wrk's figures."""
+        self.runs += 1
+        script = self.fresh_script if body is None else self.fixed_script(body)
+        threads = min(self.threads, clients)
+        cmd = [self.binary, f"-t{threads}", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s",
+               "-s", str(script), url, "--", str(self.runs)]
+        self.histogram.unlink(missing_ok=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+        if proc.returncode != 0 or line is None or not self.histogram.exists():
+            raise RuntimeError(f"wrk failed (exit {proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+        figures = json.loads(line[len("WRK_JSON "):])
+        corrected = [tuple(map(int, ln.split())) for ln in self.histogram.read_text().splitlines()]
+        measured = uncorrected_histogram(corrected, figures["duration_us"], figures["requests"], clients)
+        recorded = sum(count for _, count in measured)
+        # Every answered request is in the histogram unless it passed wrk's timeout.
+        if recorded != figures["requests"] - figures["timeout"] and figures["timeout"] == 0:
+            raise RuntimeError(f"undoing wrk's latency correction left {recorded} requests, "
+                               f"wrk answered {figures['requests']}")
+        figures["p50_us_measured"] = histogram_percentile(measured, 50)
+        figures["p99_us_measured"] = histogram_percentile(measured, 99)
+        return figures
+
+
+def uncorrected_histogram(corrected: list[tuple[int, int]], runtime_us: int, complete: int,
+                          connections: int) -> list[tuple[int, int]]:
+    """The latencies wrk measured, from the histogram it hands to ``done()``.
+
+    Before ``done()`` wrk 4.x corrects for coordinated omission (``stats_correct``): with
+    ``e = runtime_us // (complete // connections)``, every measured latency ``n`` adds one
+    synthetic sample at each ``n - k*e > e``. For a closed loop that turns one 150 ms stall at
+    1 client (``e`` ~1 ms) into 150 samples, so the percentiles would no longer be those of
+    the requests sent, nor comparable with the Python client's. Going down from the largest
+    value, the measured count of bin ``m`` is its count less the measured counts of bins
+    ``m + k*e``, i.e. of the bins above with the same remainder modulo ``e``.
+    """
+    if complete // connections == 0:
+        return sorted(corrected)
+    e = runtime_us // (complete // connections)
+    above: dict[int, int] = {}  # measured count of bins above, per remainder modulo e
+    measured = []
+    for value, count in sorted(corrected, reverse=True):
+        if value > e:
+            count -= above.get(value % e, 0)
+            if count < 0:
+                raise RuntimeError(f"wrk's latency histogram is not what its correction makes (bin {value} us)")
+            above[value % e] = above.get(value % e, 0) + count
+        if count:
+            measured.append((value, count))
+    return measured[::-1]
+
+
+def histogram_percentile(bins: list[tuple[int, int]], p: float) -> int:
+    """The smallest value with at least ``p`` % of the samples at or below it (wrk's rule)."""
+    total = sum(count for _, count in bins)
+    rank = max(1, round(p / 100.0 * total + 0.5))
+    seen = 0
+    for value, count in sorted(bins):
+        seen += count
+        if seen >= rank:
+            return value
+    raise ValueError("empty histogram")
+
+
+def _lua_string(text: str) -> str:
+    # A long bracket needs no escaping as long as its closing form does not occur in the text.
+    level = 1
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
+
+
+def summarise_wrk(variant: str, clients: int, seconds: float, figures: dict) -> dict:
+    failed = (figures["non2xx"] + figures["connect"] + figures["read"] + figures["write"]
+              + figures["timeout"])
+    answered_ok = figures["requests"] - figures["non2xx"]
+    duration = figures["duration_us"] / 1e6
+    return {
+        "variant": variant, "clients": clients, "requests": int(answered_ok), "failed": int(failed),
+        "seconds": round(duration, 3), "throughput_rps": round(answered_ok / duration, 1),
+        # Latency of the requests actually sent (wrk's coordinated-omission correction undone,
+        # see uncorrected_histogram), like the Python client's. wrk's histogram holds every
+        # answered request, failed ones too: with no failures (``failed_requests`` in the
+        # saved figures) these are the successful requests' percentiles.
+        "p50_ms": round(figures["p50_us_measured"] / 1000.0, 2),
+        "p99_ms": round(figures["p99_us_measured"] / 1000.0, 2),
+        "max_ms": round(figures["max_us"] / 1000.0, 2),
+        # wrk's own figures, corrected as if requests had kept arriving during each stall.
+        "p50_ms_wrk_corrected": round(figures["p50_us"] / 1000.0, 2),
+        "p99_ms_wrk_corrected": round(figures["p99_us"] / 1000.0, 2),
+    }
+
+
 # ---------------------------------------------------------------- orchestration
 
 def train_checkpoint(out: Path) -> None:
@@ -189,6 +408,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="load duration per run (default 6)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     parser.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of training one")
+    parser.add_argument("--client", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+                        help="load generator: wrk (default when installed) or the in-process asyncio client")
+    parser.add_argument("--wrk-threads", type=int, default=1, choices=(1, 2),
+                        help="wrk threads (default 1: ~1k requests/s needs no more, and each thread "
+                             "takes CPU from the servers on this 2-core machine)")
     parser.add_argument("--plain-server", nargs=2, metavar=("PORT", "CHECKPOINT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_server:
@@ -229,6 +453,16 @@ def main() -> int:
         wait_ready(f"http://127.0.0.1:{plain_port}/docs")
         wait_ready(f"http://127.0.0.1:{floor_port}/readyz")
         bodies = FreshBodies()
+        wrk = WrkClient(work, bodies, args.wrk_threads) if args.client == "wrk" else None
+        generator = wrk.version if wrk else "python asyncio + aiohttp, in the bench process"
+        print(f"load generator: {generator}", flush=True)
+
+        def measure(variant: str, url: str, clients: int, seconds: float, body: bytes | None = None) -> dict:
+            if wrk is not None:
+                return summarise_wrk(variant, clients, seconds, wrk.run(url, clients, seconds, body))
+            latencies, failures = asyncio.run(closed_loop(url, bodies if body is None else [body], clients, seconds))
+            return summarise(variant, clients, seconds, latencies, failures)
+
         urls = {"ours": f"http://127.0.0.1:{ours_port}/predict", "plain": f"http://127.0.0.1:{plain_port}/predict",
                 "floor": f"http://127.0.0.1:{floor_port}/predict"}
         # Rounds interleave the variants, so a change in the machine's other load hits
@@ -237,16 +471,14 @@ def main() -> int:
         for round_ in range(args.rounds):
             for clients in CLIENTS:
                 for variant in ("plain", "ours", "floor"):
-                    asyncio.run(closed_loop(urls[variant], bodies, clients, 1.0))  # warm-up
-                    latencies, failures = asyncio.run(closed_loop(urls[variant], bodies, clients, args.seconds))
                     name = "bentoml_floor" if variant == "floor" else variant
-                    run = {**summarise(name, clients, args.seconds, latencies, failures), "round": round_}
+                    measure(name, urls[variant], clients, 1.0)  # warm-up
+                    run = {**measure(name, urls[variant], clients, args.seconds), "round": round_}
                     all_runs.append(run)
                     print(json.dumps(run), flush=True)
-            repeated = [bodies.next()]
-            asyncio.run(closed_loop(urls["ours"], repeated, 1, 1.0))  # fills the cache entry
-            latencies, failures = asyncio.run(closed_loop(urls["ours"], repeated, 1, args.seconds))
-            run = {**summarise("cache_hit", 1, args.seconds, latencies, failures), "round": round_}
+            repeated = bodies.next()
+            measure("cache_hit", urls["ours"], 1, 1.0, repeated)  # fills the cache entry
+            run = {**measure("cache_hit", urls["ours"], 1, args.seconds, repeated), "round": round_}
             all_runs.append(run)
             print(json.dumps(run), flush=True)
         for key in dict.fromkeys((r["variant"], r["clients"]) for r in all_runs):
@@ -278,6 +510,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "model": "ml.train classification on aeon BasicMotions (6 ch x 100 steps), default ModelConfig",
         "load_average_1_5_15": list(os.getloadavg()),
+        "generator": generator, "wrk_threads": args.wrk_threads if wrk else None,
+        "failed_requests": sum(r["failed"] for r in all_runs),
         "seconds_per_run": args.seconds, "rounds": args.rounds, "runs": runs, "floor_runs": floor_runs,
         "targets": targets, "all_rounds": all_runs,
     }, indent=2) + "\n")

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the platform's tests and demo need, only when missing.
+# Installs the Debian packages the platform's tests, demo and benchmarks (wrk) need, only when missing.
 # Idempotent: a second run does nothing.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
