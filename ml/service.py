@@ -16,6 +16,7 @@ happens per request; this file is only the HTTP surface.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 from typing import Any
@@ -54,7 +55,11 @@ def _error(ctx: bentoml.Context, status: int, message: str, **headers: str) -> J
     # chart's HPA), which share the cache and the registry.
     workers=_workers(),
     # Up to 2048 requests in flight per replica; beyond that BentoML answers 503 itself.
-    traffic={"timeout": 30, "max_concurrency": 2048},
+    # BentoML keeps each request's context (and its tracing spans) alive until its timeout
+    # timer fires, so a long timeout grows the heap and the garbage collector's pauses (the
+    # p99 tail). The batcher already refuses a request queued for over a second, so 5 s
+    # cuts nothing that could still succeed.
+    traffic={"timeout": 5, "max_concurrency": 2048},
     # Per-request access lines cost ~10% throughput; latency is in /metrics anyway.
     logging={"access": {"enabled": False}},
 )
@@ -63,6 +68,11 @@ class InferenceService:
         settings = get_settings()
         self.tokens = tuple(token.encode() for token in settings.api_tokens)
         self.runtime = ServingRuntime(ServingConfig.from_env(), settings)
+        # Everything loaded so far lives as long as the worker: move it out of the
+        # collector's generations so full collections (60-250 ms pauses measured under
+        # load) scan only per-request garbage.
+        gc.collect()
+        gc.freeze()
 
     @bentoml.on_startup
     async def start_background_tasks(self) -> None:
