@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,9 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
     p.add_argument("--epochs", type=int, help="overrides the config's epochs")
     p.add_argument("--config", help="training config file (JSON or YAML); see ml/config.py")
+    p.add_argument("--set", dest="overrides", metavar="JSON",
+                   help='config values over the file\'s, as a JSON object (e.g. \'{"lr": 0.001}\'): how'
+                        " pipeline parameters reach a task's container without a file")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--seed", type=int, help="overrides the config's seed")
     return p
+
+
+def _json_overrides(text: str | None) -> dict:
+    from ml.exceptions import ConfigError
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--set: not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ConfigError(f"--set: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from ml.config import load_config
     from ml.training import TrainRequest, run
 
-    cfg = load_config(args.config, {"seed": args.seed})
+    overrides = _json_overrides(args.overrides)
+    cfg = load_config(args.config, {**overrides, "seed": args.seed})
     result = run(TrainRequest(mode=args.mode, task=args.task, data=args.data, out=args.out, init=args.init,
                               epochs=args.epochs, cfg=cfg, resume=args.resume))
     final = result.metrics.get("final", {})

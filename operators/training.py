@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from operators.container_command import ContainerCommandOperator
 
-# Pipeline parameter -> ml.train config key, passed through --config when the pipeline has it.
+# Pipeline parameter -> ml.train config key, passed with --set when the pipeline has it.
 _CONFIG_PARAMS = {"learning_rate": "lr", "batch_size": "batch_size", "seed": "seed"}
 
 
@@ -46,10 +46,8 @@ class TrainingOperator(ContainerCommandOperator):
         if params.get("epochs") is not None:
             command += ["--epochs", str(params["epochs"])]
         config = {key: params[name] for name, key in _CONFIG_PARAMS.items() if params.get(name) is not None}
-        if config:
-            config_file = Path(out).parent / f".{self.task_id}-config.json"
-            config_file.write_text(json.dumps(config))
-            command += ["--config", str(config_file)]
+        if config:  # inline, so the same command works in a pod, where no worker file exists
+            command += ["--set", json.dumps(config, sort_keys=True)]
         return command
 
     def _base_checkpoint(self, location: str | None) -> str | None:
