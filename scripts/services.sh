@@ -9,6 +9,9 @@ PG_PORT=${TP_TEST_PG_PORT:-55432}
 REDIS_PORT=${TP_TEST_REDIS_PORT:-56379}
 S3_PORT=${TP_TEST_S3_PORT:-55000}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+# PostgreSQL runs as the postgres user, who may not be able to enter the project's folder
+# (a fresh clone in a private temp dir): its data lives in a folder of its own under /tmp.
+pgdir="/tmp/tp-test-postgres-$PG_PORT"
 
 as_pg() {  # PostgreSQL refuses to run as root
   if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi
@@ -26,10 +29,10 @@ start() {
   mkdir -p "$dir"
   stop >/dev/null 2>&1 || true
   # PostgreSQL
-  rm -rf "$dir/pg"; mkdir -p "$dir/pg"
-  [ "$(id -u)" = 0 ] && chown postgres "$dir/pg" && chmod o+x "$dir" "$root"
-  as_pg "$pgbin/initdb -D '$dir/pg/data' -A trust -U postgres >'$dir/pg/initdb.log' 2>&1"
-  as_pg "$pgbin/pg_ctl -D '$dir/pg/data' -l '$dir/pg/server.log' -o \"-p $PG_PORT -k '$dir/pg' -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off\" -w start >/dev/null"
+  rm -rf "$pgdir"; mkdir -p "$pgdir"; chmod 700 "$pgdir"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$pgdir"; fi
+  as_pg "$pgbin/initdb -D '$pgdir/data' -A trust -U postgres >'$pgdir/initdb.log' 2>&1"
+  as_pg "$pgbin/pg_ctl -D '$pgdir/data' -l '$pgdir/server.log' -o \"-p $PG_PORT -k '$pgdir' -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off\" -w start >/dev/null"
   "$pgbin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres tp_test
   # Redis
   mkdir -p "$dir/redis"
@@ -49,9 +52,10 @@ ENV
 }
 
 stop() {
-  if [ -f "$dir/pg/data/postmaster.pid" ]; then
-    as_pg "$pgbin/pg_ctl -D '$dir/pg/data' -m immediate stop >/dev/null" || true
+  if [ -f "$pgdir/data/postmaster.pid" ]; then
+    as_pg "$pgbin/pg_ctl -D '$pgdir/data' -m immediate stop >/dev/null" || true
   fi
+  rm -rf "$pgdir"
   if [ -f "$dir/redis/redis.pid" ]; then
     kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true; rm -f "$dir/redis/redis.pid"
   fi
