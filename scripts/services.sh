@@ -14,7 +14,7 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 pgdir="/tmp/tp-test-postgres-$PG_PORT"
 
 as_pg() {  # PostgreSQL refuses to run as root
-  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && su postgres -s /bin/bash -c "$*"); else bash -c "$*"; fi
 }
 
 wait_port() {
