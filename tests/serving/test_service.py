@@ -51,24 +51,30 @@ def direct(checkpoint_dir, sensor: list) -> dict:
 
 
 def wait_for_version(served, version: int, timeout: float = 10.0) -> None:
+    """Until the server answers from ``version``; then, as in ``wait_for_split``, a few poll
+    periods more so that every worker process has switched, not only the one that answered."""
     sensor = served.samples(1, seed=999)[0][0]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status, body, _ = post(f"{served.url}/predict", {"sensor": sensor})
         if status == 200 and body["model_version"] == version:
+            time.sleep(1.0)
             return
         time.sleep(0.1)
     raise AssertionError(f"the server did not switch to version {version} within {timeout} s")
 
 
 def wait_for_split(served, timeout: float = 10.0) -> None:
-    """Until the server routes some keys to the candidate (it polls the registry)."""
+    """Until every worker routes by the split: one worker answering from the candidate shows
+    the experiment reached the registry; the others poll it every 0.2 s here, so a few more
+    poll periods (generous under load) let them all catch up."""
     sensor = served.samples(1, seed=998)[0][0]
     deadline = time.monotonic() + timeout
     probe = 0
     while time.monotonic() < deadline:
         probe += 1
         if post(f"{served.url}/predict", {"sensor": sensor, "key": f"probe-{probe}"})[1]["model_version"] != 1:
+            time.sleep(1.0)
             return
     raise AssertionError(f"no request reached the candidate within {timeout} s")
 
@@ -268,7 +274,6 @@ def test_the_deployment_task_rolls_back_a_worse_candidate_and_promotes_a_better_
     assert _run_deploy_task(served, tmp_path, params)["action"] == "ab_started"
     assert served.registry.active_experiment(served.name).candidate_version == 2
     wait_for_split(served)
-    time.sleep(1.0)  # every worker has polled the registry (0.2 s) and routes by the split
     _traffic_with_feedback(served, 120, seed=11)
     _settle(served, 120)
     # Day 2: the candidate is worse on confirmed labels: rolled back by itself.
@@ -282,7 +287,6 @@ def test_the_deployment_task_rolls_back_a_worse_candidate_and_promotes_a_better_
     served.registry.register(served.name, served.checkpoints["good"], gate_status="passed")
     assert _run_deploy_task(served, tmp_path, params)["action"] == "ab_started"
     wait_for_split(served)
-    time.sleep(1.0)
     _traffic_with_feedback(served, 120, seed=12)
     _settle(served, 120)
     day4 = _run_deploy_task(served, tmp_path, params)
