@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from train_platform.exceptions import PipelineNotFoundError, PipelineSpecError, SpecIssue
+from train_platform.exceptions import PipelineNotFoundError, PipelineSpecError
 from train_platform.settings import get_settings
 
 
@@ -89,12 +89,12 @@ def _scan(folder: Path | None):
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from train_platform.spec.models import version_key
+
     scan = _scan(args.dags_folder)
     rows = []
     for name in sorted(scan.active):
         found = scan.versions_of(name)
-        from train_platform.spec.models import version_key
-
         for version in sorted(found, key=version_key):
             rows.append({"name": name, "version": version, "active": version == scan.active[name],
                          "file": str(found[version].path)})

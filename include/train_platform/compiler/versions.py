@@ -8,6 +8,7 @@ Several versions of one pipeline may sit in the dags folder. The active one is t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -15,17 +16,23 @@ from pathlib import Path
 from train_platform.settings import Settings
 from train_platform.spec.models import version_key
 
+log = logging.getLogger(__name__)
+
 
 def _state_file(settings: Settings) -> Path:
     return settings.pipeline_state_dir / "active.json"
 
 
 def read_pins(settings: Settings) -> dict[str, str]:
+    """Pins by pipeline name; none when the file is missing, and none (with a warning) when
+    it cannot be read, so a damaged file never stops the dags folder from loading."""
+    path = _state_file(settings)
     try:
-        return json.loads(_state_file(settings).read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("ignoring unreadable pipeline pins %s: %s", path, exc)
         return {}
 
 
