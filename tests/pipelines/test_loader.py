@@ -131,3 +131,22 @@ def test_real_dag_processor_shows_good_dags_and_the_broken_files_error(tmp_path)
     assert errors == 0
     assert {"good-one", "good-two", "invalid__broken.yaml"} <= set(rows)
     assert "broken.yaml:9: spec.tasks[0].type: unknown task type 'comand'" in rows["invalid__broken.yaml"]
+
+
+def test_a_bad_schedule_becomes_a_placeholder_pointing_at_its_line(dags_folder, tp_home):
+    write(dags_folder / "bad_cron.yaml", minimal("bad-cron").replace("    spec:\n", "    spec:\n      schedule: \"61 * * * *\"\n", 1))
+    write(dags_folder / "good_one.yaml", minimal("good-one"))
+    dags = load_dags(dags_folder)
+    assert "good-one" in dags and "bad-cron" not in dags
+    description = dags["invalid__bad_cron.yaml"].description
+    assert f"{dags_folder / 'bad_cron.yaml'}:7: spec.schedule: '61 * * * *' is not a cron expression" in description
+
+
+def test_dagbag_records_no_import_error_for_a_rejected_schedule(dags_folder, tp_home):
+    from airflow.dag_processing.dagbag import DagBag
+
+    write(dags_folder / "bad_cron.yaml", minimal("bad-cron").replace("    spec:\n", "    spec:\n      schedule: \"61 * * * *\"\n", 1))
+    write(dags_folder / "good_one.yaml", minimal("good-one"))
+    bag = DagBag(dag_folder=str(dags_folder))
+    assert bag.import_errors == {}
+    assert {"good-one", "invalid__bad_cron.yaml"} <= set(bag.dags)

@@ -74,6 +74,10 @@ CASES = {
     "missing tasks": (HEADER + "  parameters: {}\n", 7, "spec.tasks", "required field is missing"),
     "command type without command": (HEADER + "  tasks:\n    - name: a\n      type: command\n",
                                      8, "spec.tasks[0]", "needs a `command`"),
+    "bad cron": (HEADER + "  schedule: \"61 * * * *\"\n  tasks:\n    - name: a\n      type: training\n",
+                 7, "spec.schedule", "is not a cron expression"),
+    "unknown preset": (HEADER + "  schedule: \"@fortnightly\"\n  tasks:\n    - name: a\n      type: training\n",
+                       7, "spec.schedule", "unknown schedule preset '@fortnightly'"),
     "bad schedule type": (HEADER + "  schedule: 5\n  tasks:\n    - name: a\n      type: training\n",
                           7, "spec.schedule", "valid string"),
 }

@@ -25,7 +25,7 @@ from train_platform.exceptions import PipelineSpecError, SpecIssue
 from train_platform.settings import Settings, get_settings
 from train_platform.spec.models import PipelineSpec
 from train_platform.spec.validate import validate_document
-from train_platform.spec.yaml_source import parse_text
+from train_platform.spec.yaml_source import SourceDocument, parse_text
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ _MARKER = "train-platform/"
 class PipelineFile:
     path: Path
     spec: PipelineSpec | None = None
+    # The parsed file, kept for the line numbers of errors found after validation.
+    document: SourceDocument | None = None
     issues: list[SpecIssue] = field(default_factory=list)
 
 
@@ -84,11 +86,12 @@ def scan_folder(folder: str | Path, settings: Settings | None = None) -> FolderS
         if _MARKER not in text:
             continue  # not a pipeline of ours
         try:
-            spec = validate_document(parse_text(text, str(path)))
+            document = parse_text(text, str(path))
+            spec = validate_document(document)
         except PipelineSpecError as exc:
             files.append(PipelineFile(path, issues=exc.issues))
             continue
-        files.append(PipelineFile(path, spec=spec))
+        files.append(PipelineFile(path, spec=spec, document=document))
     _flag_duplicates(files)
     pins = versions.read_pins(settings)
     active: dict[str, str] = {}
@@ -159,6 +162,9 @@ def load_dags(folder: str | Path, settings: Settings | None = None) -> dict[str,
         assert spec is not None
         try:
             dag = build_dag(spec, source=str(f.path), active=scan.active[spec.name] == spec.version, settings=settings)
+            # The checks DagBag runs on every DAG of this file: one failing there would be
+            # an import error for the whole file, hiding every other pipeline.
+            dag.validate()
         except Exception as exc:  # Airflow refused the DAG (a bad cron expression, say)
             f.issues.append(SpecIssue(str(f.path), _line_hint(exc, f), "", f"Airflow rejected the pipeline: {exc}"))
             continue
@@ -173,11 +179,8 @@ def load_dags(folder: str | Path, settings: Settings | None = None) -> dict[str,
 
 def _line_hint(exc: Exception, f: PipelineFile) -> int:
     """Errors Airflow raises are about the schedule more often than anything else."""
-    if "schedule" in str(exc).lower() or "cron" in str(exc).lower():
-        from train_platform.spec.yaml_source import read_file
-
-        try:
-            return read_file(f.path).line_of(("spec", "schedule"))
-        except PipelineSpecError:
-            return 1
+    about_schedule = "timetable" in type(exc).__name__.lower() or any(
+        word in str(exc).lower() for word in ("schedule", "cron"))
+    if f.document is not None and about_schedule:
+        return f.document.line_of(("spec", "schedule"))
     return 1

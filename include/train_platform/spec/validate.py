@@ -142,7 +142,26 @@ def _pipeline_issues(doc: SourceDocument) -> list[SpecIssue]:
         issues.append(doc.issue(("spec", "tasks", first), "dependency cycle: " + " -> ".join(cycle)))
     if isinstance(body.get("parameters"), dict):
         issues.extend(_parameter_issues(doc, body["parameters"]))
+    if isinstance(body.get("schedule"), str):
+        issues.extend(_schedule_issues(doc, body["schedule"]))
     return issues
+
+
+# Airflow's schedule presets (airflow.utils.dates.cron_presets, plus @once and @continuous).
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+def _schedule_issues(doc: SourceDocument, schedule: str) -> list[SpecIssue]:
+    path: FieldPath = ("spec", "schedule")
+    if schedule.startswith("@"):
+        if schedule not in SCHEDULE_PRESETS:
+            return [doc.issue(path, f"unknown schedule preset {schedule!r} (known: {', '.join(SCHEDULE_PRESETS)})")]
+        return []
+    from croniter import croniter  # what Airflow validates cron expressions with
+
+    if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+        return [doc.issue(path, f"{schedule!r} is not a cron expression (five fields: minute hour day month weekday)")]
+    return []
 
 
 def _edges(doc, body, tasks, names, issues) -> dict[str, list[str]]:
