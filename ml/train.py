@@ -51,7 +51,7 @@ def _json_overrides(text: str | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ml.config import load_config
-    from ml.training import TrainRequest, run
+    from ml.training_run import TrainRequest, run
 
     overrides = _json_overrides(args.overrides)
     cfg = load_config(args.config, {**overrides, "seed": args.seed})

@@ -19,7 +19,7 @@ from ml import train as train_cmd
 from ml._cli import run_cli
 from ml.checkpoint import load_checkpoint
 from ml.predict import predict
-from ml.training import TrainRequest, run
+from ml.training_run import TrainRequest, run
 from tests.ml.conftest import ROOT, run_ml, sine_classes, tiny_config, write_npz
 
 pytestmark = pytest.mark.slow

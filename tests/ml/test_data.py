@@ -53,7 +53,7 @@ def test_platform_dataset_ref_trains(tmp_path, tp_home, monkeypatch):
     monkeypatch.setenv("TP_USER", "alice")
     reload_settings()
 
-    from ml.training import TrainRequest, run
+    from ml.training_run import TrainRequest, run
     from tests.ml.conftest import tiny_config
 
     create_dataset("motions", user="alice", source="aeon:BasicMotions:train")
@@ -69,7 +69,7 @@ def test_validate_sample_errors(tmp_path):
     from ml.checkpoint import load_checkpoint
     from ml.data import SeriesData
     from ml.predict import predict, validate_sample
-    from ml.training import TrainRequest, run
+    from ml.training_run import TrainRequest, run
     from tests.ml.conftest import sine_classes, tiny_config
 
     X, y = sine_classes(3)
