@@ -37,7 +37,7 @@ from ml.checkpoint import load_checkpoint  # noqa: E402
 from ml.config import TrainConfig  # noqa: E402
 from ml.continual.strategies import STRATEGIES  # noqa: E402
 from ml.data import SeriesData, load_ref  # noqa: E402
-from ml.evaluation import evaluate  # noqa: E402
+from ml.metrics import evaluate  # noqa: E402
 from ml.tasks import class_labels  # noqa: E402
 from ml.training_run import TrainRequest, run  # noqa: E402
 

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from ml.checkpoint import load_checkpoint  # noqa: E402
 from ml.config import TrainConfig  # noqa: E402
 from ml.data import load_ref  # noqa: E402
-from ml.evaluation import evaluate  # noqa: E402
+from ml.metrics import evaluate  # noqa: E402
 from ml.training_run import TrainRequest, run  # noqa: E402
 
 log = logging.getLogger("bench.quality")

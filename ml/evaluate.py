@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from ml.checkpoint import atomic_write_json, load_checkpoint
     from ml.continual.trainer import pick_device
     from ml.data import load_ref
-    from ml.evaluation import evaluate
+    from ml.metrics import evaluate
     from ml.exceptions import CheckpointError
 
     ckpt = load_checkpoint(args.checkpoint, device=pick_device())

@@ -8,7 +8,7 @@ import pytest
 
 from ml.checkpoint import load_checkpoint
 from ml.data import SeriesData
-from ml.evaluation import evaluate
+from ml.metrics import evaluate
 from ml.predict import predict
 from ml.training_run import TrainRequest, run
 from tests.ml.conftest import sine_classes, tiny_config
