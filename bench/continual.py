@@ -38,7 +38,7 @@ from ml.config import TrainConfig  # noqa: E402
 from ml.continual.strategies import STRATEGIES  # noqa: E402
 from ml.data import SeriesData, load_ref  # noqa: E402
 from ml.metrics import evaluate  # noqa: E402
-from ml.tasks import class_labels  # noqa: E402
+from ml.examples import class_labels  # noqa: E402
 from ml.training_run import TrainRequest, run  # noqa: E402
 
 log = logging.getLogger("bench.continual")

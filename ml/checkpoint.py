@@ -24,7 +24,7 @@ import torch
 
 from ml.exceptions import CheckpointError
 from ml.model import TASKS, ModelConfig, TimeSeriesTransformer
-from ml.tasks import Normalization
+from ml.normalization import Normalization
 
 
 FORMAT_VERSION = 1

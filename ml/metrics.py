@@ -10,7 +10,7 @@ from ml.checkpoint import Checkpoint
 from ml.data import SeriesData
 from ml.exceptions import DataError
 from ml.predict import anomaly_scores, run_batches
-from ml.tasks import build_examples
+from ml.examples import build_examples
 
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ml.checkpoint import Checkpoint
 from ml.exceptions import InvalidInputError
-from ml.tasks import collate, encode_text
+from ml.collate import collate, encode_text
 
 BATCH_SIZE = 64  # the serving benchmark sends 1..64 samples; one forward pass each
 ANOMALY_MAX_LEN = 1_000_000  # anomaly scoring slides a window, so only memory bounds the length

@@ -26,7 +26,9 @@ from ml.continual.trainer import Trainer, pick_device, set_determinism
 from ml.data import SeriesData, load_ref
 from ml.exceptions import CheckpointError, ConfigError, DataError
 from ml.model import TASKS, ModelConfig, TimeSeriesTransformer
-from ml.tasks import Normalization, build_examples, class_labels, drift_reference, split_validation
+from ml.drift_reference import drift_reference
+from ml.examples import build_examples, class_labels, split_validation
+from ml.normalization import Normalization
 
 log = logging.getLogger(__name__)
 

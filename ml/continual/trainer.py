@@ -18,10 +18,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ml.collate import collate
 from ml.config import TrainConfig
 from ml.continual.base import Plugin
 from ml.model import TimeSeriesTransformer
-from ml.tasks import Normalization, collate
+from ml.normalization import Normalization
 
 log = logging.getLogger(__name__)
 

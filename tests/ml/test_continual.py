@@ -11,7 +11,7 @@ from ml.continual.lwf import distillation_loss
 from ml.continual.replay import ReplayPlugin
 from ml.continual.trainer import Trainer
 from ml.model import ModelConfig, TimeSeriesTransformer
-from ml.tasks import Normalization
+from ml.normalization import Normalization
 from tests.ml.conftest import sine_classes
 
 

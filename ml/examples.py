@@ -1,62 +1,25 @@
-"""From ``SeriesData`` to training examples and batches, per task.
+"""From ``SeriesData`` to examples, per task: label checks, the validation split and
+``build_examples``.
 
 An example is a dict of numpy values in raw units: ``sensor`` (T, C), optional ``timestamps``,
 ``text``, ``image``, ``audio``, and the target (``label`` for classification, ``target`` for
 regression and forecasting; anomaly detection needs none, it predicts the next step).
-Normalisation happens when a batch is built, with statistics stored in the checkpoint, so the
-replay memory can keep raw examples across runs.
+Examples stay in raw units: ``ml.collate`` normalises them when it builds a batch, with
+statistics stored in the checkpoint, so the replay memory can keep raw examples across runs.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ml.data import SeriesData
 from ml.exceptions import DataError
 
 log = logging.getLogger(__name__)
 
-DRIFT_BINS = 10  # PSI is conventionally computed over ten quantile buckets
 
-
-@dataclass
-class Normalization:
-    mean: np.ndarray  # (C,)
-    std: np.ndarray  # (C,)
-
-    @classmethod
-    def fit(cls, series: list[np.ndarray]) -> "Normalization":
-        allv = np.concatenate(series, axis=0).astype(np.float64)
-        std = allv.std(axis=0)
-        return cls(allv.mean(axis=0).astype(np.float32), np.where(std < 1e-8, 1.0, std).astype(np.float32))
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Normalization":
-        return cls(np.asarray(d["mean"], dtype=np.float32), np.asarray(d["std"], dtype=np.float32))
-
-
-def drift_reference(series: list[np.ndarray], bins: int = DRIFT_BINS) -> dict:
-    """Per-channel reference histogram for input-drift PSI. ``edges`` are the interior cut
-    points (quantiles of the training values); bucket i holds values in (edges[i-1], edges[i]],
-    with the first and last buckets open to -inf / +inf. ``proportions`` sum to 1."""
-    allv = np.concatenate(series, axis=0).astype(np.float64)
-    channels = []
-    for c in range(allv.shape[1]):
-        v = allv[:, c]
-        edges = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1]))
-        counts = np.bincount(np.searchsorted(edges, v, side="left"), minlength=len(edges) + 1)
-        channels.append({"edges": edges.tolist(), "proportions": (counts / counts.sum()).tolist()})
-    return {"bins": bins, "n_values": int(len(allv)), "channels": channels}
-
-
-# ---- task checks and examples -------------------------------------------------------------------
 def class_labels(data: SeriesData) -> list[str]:
     """Sorted label set; numeric-looking labels sort numerically ('2' before '10')."""
     distinct = {v for v in data.labels if v is not None}
@@ -201,79 +164,3 @@ def split_validation(data: SeriesData, task: str, fraction: float, seed: int, *,
         return data, None
     return (SeriesData(ref=data.ref, series=train, ids=list(data.ids), label_kind=data.label_kind),
             SeriesData(ref=data.ref, series=val, ids=val_ids, label_kind=data.label_kind))
-
-
-# ---- batches ---------------------------------------------------------------------------------
-def encode_text(text) -> np.ndarray:
-    """Text -> ids: UTF-8 bytes shifted by one (0 is padding). Lists of ints pass through."""
-    if isinstance(text, str):
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64) + 1
-    return np.asarray(text, dtype=np.int64)
-
-
-def collate(examples: list[dict], task: str, norm: Normalization, *, label_index: dict[str, int] | None = None,
-            target_norm: Normalization | None = None, device: str | torch.device = "cpu"):
-    """Pad a list of examples into model inputs (dict of tensors) and targets."""
-    b = len(examples)
-    lengths = [len(ex["sensor"]) for ex in examples]
-    t_max = max(lengths)
-    c = norm.mean.shape[0]
-    sensor = np.zeros((b, t_max, c), dtype=np.float32)
-    mask = np.zeros((b, t_max), dtype=bool)
-    for i, ex in enumerate(examples):
-        sensor[i, : lengths[i]] = (np.asarray(ex["sensor"], dtype=np.float32) - norm.mean) / norm.std
-        mask[i, : lengths[i]] = True
-    inputs = {"sensor": torch.from_numpy(sensor), "sensor_mask": torch.from_numpy(mask)}
-    if all("timestamps" in ex for ex in examples):
-        ts = np.zeros((b, t_max), dtype=np.float32)
-        for i, ex in enumerate(examples):
-            t = np.asarray(ex["timestamps"], dtype=np.float64)
-            ts[i, : lengths[i]] = t - t[0]
-            ts[i, lengths[i] :] = ts[i, lengths[i] - 1] if lengths[i] else 0
-        inputs["timestamps"] = torch.from_numpy(ts)
-    if any(ex.get("text") is not None for ex in examples):
-        ids = [encode_text(ex.get("text", "")) for ex in examples]
-        arr = np.zeros((b, max(1, max(len(v) for v in ids))), dtype=np.int64)
-        for i, v in enumerate(ids):
-            arr[i, : len(v)] = v
-        inputs["text"] = torch.from_numpy(arr)
-    if any(ex.get("image") is not None for ex in examples):
-        imgs = [np.asarray(ex["image"], dtype=np.float32) for ex in examples if ex.get("image") is not None]
-        shape = imgs[0].shape
-        if len(shape) == 2:  # a single (H, W) frame without a frame axis
-            shape = (1, *shape)
-        arr = np.zeros((b, *shape), dtype=np.float32)
-        fmask = np.zeros((b, shape[0]), dtype=bool)
-        for i, ex in enumerate(examples):
-            if ex.get("image") is None:
-                continue
-            im = np.asarray(ex["image"], dtype=np.float32)
-            im = im[None] if im.ndim == len(shape) - 1 else im
-            arr[i, : im.shape[0]] = im
-            fmask[i, : im.shape[0]] = True
-        fmask[~fmask.any(1), 0] = True  # a sample without images attends to one blank frame
-        inputs["image"] = torch.from_numpy(arr)
-        inputs["image_mask"] = torch.from_numpy(fmask)
-    if any(ex.get("audio") is not None for ex in examples):
-        wavs = [np.asarray(ex.get("audio", []), dtype=np.float32).reshape(-1) for ex in examples]
-        arr = np.zeros((b, max(len(w) for w in wavs)), dtype=np.float32)
-        for i, w in enumerate(wavs):
-            arr[i, : len(w)] = w
-        inputs["audio"] = torch.from_numpy(arr)
-        inputs["audio_lengths"] = torch.tensor([max(len(w), 1) for w in wavs])
-    targets = None
-    if task == "classification" and label_index is not None and all("label" in ex for ex in examples):
-        targets = torch.tensor([label_index[ex["label"]] for ex in examples], dtype=torch.long)
-    elif task == "regression" and all("target" in ex for ex in examples):
-        y = np.stack([np.asarray(ex["target"], dtype=np.float32) for ex in examples])
-        if target_norm is not None:
-            y = (y - target_norm.mean) / target_norm.std
-        targets = torch.from_numpy(y.astype(np.float32))
-    elif task == "forecasting" and all("target" in ex for ex in examples):
-        y = np.stack([(np.asarray(ex["target"], dtype=np.float32) - norm.mean) / norm.std for ex in examples])
-        targets = torch.from_numpy(y.astype(np.float32))
-    elif task == "anomaly":
-        targets = inputs["sensor"]
-    dev = torch.device(device)
-    inputs = {k: v.to(dev) for k, v in inputs.items()}
-    return inputs, (None if targets is None else targets.to(dev))
