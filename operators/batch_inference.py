@@ -1,4 +1,4 @@
-"""Task type ``batch_inference``: score a data set with ``python -m ml.serving.score``."""
+"""Task type ``batch_inference``: score a data set with ``python -m ml.serving.batch_inference``."""
 
 from __future__ import annotations
 
@@ -30,4 +30,4 @@ class BatchInferenceOperator(ContainerCommandOperator):
         name = check_name(str(params.get("model_name") or self.pipeline), "model name")
         version = str(params.get("model_version") or "production")
         out = str(PurePosixPath(next(iter(outputs.values()))) / "predictions.jsonl")
-        return ["python", "-m", "ml.serving.score", "--model", f"{name}:{version}", "--data", data, "--out", out]
+        return ["python", "-m", "ml.serving.batch_inference", "--model", f"{name}:{version}", "--data", data, "--out", out]

@@ -161,7 +161,7 @@ def test_operators_build_their_commands(tmp_path):
 
     score = BatchInferenceOperator(task_id="score", pipeline="p")
     assert score.default_command({"data": "tp://sensors@main"}, {"predictions": "/out"}, {"model_name": "sensor"}) == [
-        "python", "-m", "ml.serving.score", "--model", "sensor:production", "--data", "tp://sensors@main",
+        "python", "-m", "ml.serving.batch_inference", "--model", "sensor:production", "--data", "tp://sensors@main",
         "--out", "/out/predictions.jsonl"]
     with pytest.raises(ValueError, match="needs a `data` input and an output"):
         score.default_command({}, {}, {"model_name": "sensor"})

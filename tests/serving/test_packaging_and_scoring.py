@@ -1,4 +1,4 @@
-"""Packaging a version as a Bento, and batch inference with ``python -m ml.serving.score``."""
+"""Packaging a version as a Bento, and batch inference with ``python -m ml.serving.batch_inference``."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_batch_scoring_writes_one_prediction_per_sample(tp_home, checkpoints, tm
     registry.register("sensor", checkpoints["good"])
     registry.promote("sensor", 1)
     out = tmp_path / "out" / "predictions.jsonl"
-    run = subprocess.run([sys.executable, "-m", "ml.serving.score", "--model", "sensor", "--data",
+    run = subprocess.run([sys.executable, "-m", "ml.serving.batch_inference", "--model", "sensor", "--data",
                           str(checkpoints["test_data"]), "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["predictions"] == 40
@@ -72,7 +72,7 @@ def test_batch_scoring_writes_one_prediction_per_sample(tp_home, checkpoints, tm
     assert [r["label"] for r in rows] == [e["label"] for e in expected]
     assert {r["model_version"] for r in rows} == {1}
 
-    missing = subprocess.run([sys.executable, "-m", "ml.serving.score", "--model", "sensor:candidate", "--data",
+    missing = subprocess.run([sys.executable, "-m", "ml.serving.batch_inference", "--model", "sensor:candidate", "--data",
                               str(checkpoints["test_data"]), "--out", str(tmp_path / "x.jsonl")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0

@@ -1,6 +1,6 @@
-"""``python -m ml.serving.score``: batch inference with a registered model version.
+"""``python -m ml.serving.batch_inference``: batch inference with a registered model version.
 
-    python -m ml.serving.score --model NAME[:VERSION|ALIAS] --data REF --out predictions.jsonl
+    python -m ml.serving.batch_inference --model NAME[:VERSION|ALIAS] --data REF --out predictions.jsonl
 
 REF is a dataset ref ``tp://NAME@REF`` (read through the datasets reader), a
 ``.npz/.csv/.parquet`` file or ``aeon:NAME[:split]``. Each output line is
@@ -26,7 +26,8 @@ CHUNK = 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ml.serving.score", description="Score a data set with a registered model.")
+    p = argparse.ArgumentParser(prog="python -m ml.serving.batch_inference",
+                                description="Score a data set with a registered model.")
     p.add_argument("--model", required=True, help="NAME, NAME:VERSION or NAME:ALIAS (default alias: production)")
     p.add_argument("--data", required=True, help="tp://NAME@REF, a .npz/.csv/.parquet file or aeon:NAME[:split]")
     p.add_argument("--out", required=True, type=Path, help="predictions file (.jsonl or .parquet)")
