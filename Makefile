@@ -28,6 +28,7 @@ demo: install
 	$(PY) scripts/demo.py
 
 test: install
+	$(VENV)/bin/lint-imports
 	bash scripts/services.sh start
 	set -a; source .services/env; set +a; \
 	  $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \

@@ -167,7 +167,7 @@ class ContainerCommandOperator(BaseOperator):
         self._process.run()
 
     def pod_operator_kwargs(self, command: list[str], env: dict[str, str]) -> dict[str, Any]:
-        from train_platform.execution.kubernetes import pod_operator_kwargs
+        from train_platform.compiler.pods import pod_operator_kwargs
 
         return pod_operator_kwargs(
             task_id=self.task_id, pipeline=self.pipeline, pipeline_version=self.pipeline_version,

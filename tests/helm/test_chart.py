@@ -4,7 +4,7 @@ chart (helm/airflow-values.yaml), checked offline.
 The chart is linted and rendered by Helm's own Go SDK (helm_python binds libhelm), every
 rendered object is validated against the Kubernetes 1.30 OpenAPI schema in strict mode
 (kubernetes_validate), and what the manifests say is compared with what the code expects:
-the GPU node selector and toleration of execution/kubernetes.py, the TP_* variables that
+the GPU node selector and toleration of compiler/pods.py, the TP_* variables that
 train_platform.settings reads, the claims and paths the example pipeline uses.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import yaml
 
-from train_platform.execution.kubernetes import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
+from train_platform.compiler.pods import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
 from train_platform.settings import Settings
 from train_platform.storage import parse_mounts
 
@@ -204,7 +204,7 @@ def test_gpu_value_flows_to_limits_node_selector_and_toleration(chart):
     objects = render(chart, {"inference": {"gpu": 2, "nodeSelector": {"zone": "a"}}})
     pod_spec = only(objects, "Deployment")["spec"]["template"]["spec"]
     assert container(objects)["resources"]["limits"][GPU_RESOURCE] == "2"
-    # The same scheduling terms execution/kubernetes.py gives GPU task pods.
+    # The same scheduling terms compiler/pods.py gives GPU task pods.
     assert pod_spec["nodeSelector"] == {**GPU_NODE_SELECTOR, "zone": "a"}
     assert pod_spec["tolerations"] == [GPU_TOLERATION]
 

@@ -9,7 +9,8 @@ import pytest
 
 from tests.pipelines.helpers import COMMAND_EXAMPLE, EXAMPLE, write
 from train_platform.cli import main
-from train_platform.compiler.compiler import build_dag, describe
+from train_platform.compiler.compiler import build_dag
+from train_platform.compiler.plan import describe
 from train_platform.settings import get_settings
 from train_platform.spec.validate import load_pipeline
 

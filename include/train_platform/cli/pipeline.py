@@ -54,7 +54,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from train_platform.compiler.compiler import describe
+    from train_platform.compiler.plan import describe
     from train_platform.spec.validate import load_pipeline
 
     try:
@@ -79,7 +79,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _scan(folder: Path | None):
-    from train_platform.compiler.loader import scan_folder
+    from train_platform.spec.folder import scan_folder
 
     settings = get_settings()
     folder = folder or settings.dags_folder
@@ -111,7 +111,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_activate(args: argparse.Namespace) -> int:
-    from train_platform.compiler import versions
+    from train_platform.spec import versions
 
     settings = get_settings()
     scan = _scan(args.dags_folder)

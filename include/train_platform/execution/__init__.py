@@ -1,2 +1,3 @@
-"""Running a task's container command: as a local process (embedded default) or as a
-Kubernetes pod (at scale). Both take the same command, inputs, outputs and resources."""
+"""Running a task's container command as a local process (the embedded default), and mapping
+container paths to local folders. The Kubernetes shape of a task (its pod) is built by the
+Airflow-facing ``train_platform.compiler.pods``."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from train_platform.compiler.task_types import TASK_TYPES, known_types
+from train_platform.spec.task_types import TASK_TYPES, known_types
 from train_platform.exceptions import PipelineSpecError, SpecIssue
 from train_platform.spec.models import ParameterSchema, PipelineSpec
 from train_platform.spec.yaml_source import FieldPath, SourceDocument, read_file

@@ -28,12 +28,20 @@ def read_pins(settings: Settings) -> dict[str, str]:
     it cannot be read, so a damaged file never stops the dags folder from loading."""
     path = _state_file(settings)
     try:
-        return json.loads(path.read_text())
+        pins = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         log.warning("ignoring unreadable pipeline pins %s: %s", path, exc)
         return {}
+    if not isinstance(pins, dict):
+        log.warning("ignoring pipeline pins %s: expected a JSON object of name -> version, got %s",
+                    path, type(pins).__name__)
+        return {}
+    bad = sorted(str(name) for name, version in pins.items() if not isinstance(version, str))
+    if bad:
+        log.warning("ignoring pins of %s in %s: a version must be a string", ", ".join(bad), path)
+    return {name: version for name, version in pins.items() if isinstance(version, str)}
 
 
 def write_pin(settings: Settings, name: str, version: str | None) -> None:
