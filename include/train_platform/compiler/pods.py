@@ -9,6 +9,7 @@ parsing never pays for it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Mapping, Sequence
 
@@ -20,10 +21,29 @@ GPU_NODE_SELECTOR = {"train-platform/accelerator": "nvidia-gpu"}
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def pod_name(pipeline: str, task_id: str) -> str:
-    """A DNS-1123 name; KubernetesPodOperator appends a random suffix."""
-    name = re.sub(r"[^a-z0-9-]+", "-", f"{pipeline}-{task_id}".lower()).strip("-")
+    """A DNS-1123 name (lowercase ASCII letters, digits, '-'); KubernetesPodOperator appends
+    a random suffix. Names in other scripts (``传感器-训练``), which Airflow accepts, keep
+    their ASCII part and get a short digest of the full name, so two pipelines never
+    share a pod name prefix."""
+    full = f"{pipeline}-{task_id}"
+    name = re.sub(r"[^a-z0-9-]+", "-", full.lower()).strip("-")
+    if name != full:
+        name = f"{name[:40].rstrip('-')}-{_digest(full)}".lstrip("-")
     return name[:50].rstrip("-") or "task"
+
+
+def label_value(text: str) -> str:
+    """A Kubernetes label value: at most 63 of ``[A-Za-z0-9_.-]``, starting and ending with a
+    letter or digit; a value that had to change carries a digest of the original."""
+    value = re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+    if value != text or len(value) > 63:
+        value = f"{value[:54]}-{_digest(text)}"
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value) or _digest(text)
 
 
 def pod_operator_kwargs(
@@ -73,8 +93,8 @@ def pod_operator_kwargs(
         "volume_mounts": volume_mounts,
         "labels": {
             "app.kubernetes.io/part-of": "train-platform",
-            "train-platform/pipeline": pipeline[:63],
-            "train-platform/pipeline-version": re.sub(r"[^A-Za-z0-9_.-]", "_", pipeline_version)[:63],
+            "train-platform/pipeline": label_value(pipeline),
+            "train-platform/pipeline-version": label_value(pipeline_version),
         },
         "get_logs": True,
         "on_finish_action": "delete_succeeded_pod",

@@ -25,8 +25,9 @@ _SEMVER = re.compile(
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
-# Names become Airflow dag/task ids and Kubernetes pod names: keep them to a safe alphabet.
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,199}$")
+# Names become Airflow dag/task ids: Airflow accepts word characters of any script, '.' and
+# '-' (its KEY_REGEX); Kubernetes names and labels are derived from them (compiler/pods.py).
+_NAME = re.compile(r"^[^\W_][\w.-]{0,199}$")
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -45,7 +46,7 @@ def _split(value: list[str] | str | None) -> list[str] | None:
 def _check_name(value: str, what: str) -> str:
     if not _NAME.match(value):
         raise ValueError(
-            f"{what} {value!r} may only contain letters, digits, '-', '_' and '.', "
+            f"{what} {value!r} may only contain letters (any script), digits, '-', '_' and '.', "
             "start with a letter or digit, and be at most 200 characters"
         )
     return value
