@@ -47,7 +47,7 @@ def test_file_refs(tmp_path):
 @pytest.mark.slow
 def test_platform_dataset_ref_trains(tmp_path, tp_home, monkeypatch):
     """tp://NAME@REF goes through the datasets package's reader (as the acting TP_USER)."""
-    from train_platform.datasets.store import create_dataset
+    from train_platform.datasets.dataset import create_dataset
     from train_platform.settings import reload_settings
 
     monkeypatch.setenv("TP_USER", "alice")

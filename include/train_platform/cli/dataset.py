@@ -147,14 +147,15 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _open(name: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from train_platform.datasets.store import open_dataset
+    from train_platform.datasets.dataset import open_dataset
 
     return open_dataset(name, user=args.user)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from train_platform.datasets.catalog import get_catalog, identifier
-    from train_platform.datasets.store import MAIN, create_dataset, parse_ref
+    from train_platform.datasets.dataset import create_dataset
+    from train_platform.datasets.refs import MAIN, parse_ref
     from train_platform.settings import get_settings
 
     name, branch = parse_ref(args.name)
@@ -181,7 +182,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from train_platform.datasets.store import list_datasets
+    from train_platform.datasets.dataset import list_datasets
 
     names = list_datasets()
     _emit(args, names, "\n".join(names) if names else "(no datasets)")
@@ -208,7 +209,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     from train_platform.datasets.exceptions import InvalidSamplesError
-    from train_platform.datasets.store import parse_ref, user_branch
+    from train_platform.datasets.refs import parse_ref, user_branch
 
     name, branch = parse_ref(args.name)
     labels: dict[str, str] = {}
@@ -247,7 +248,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from train_platform.datasets.schema import series_of
-    from train_platform.datasets.store import MAIN, parse_ref
+    from train_platform.datasets.refs import MAIN, parse_ref
 
     name, ref = parse_ref(args.name)
     dataset = _open(name, args)
@@ -276,7 +277,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from train_platform.datasets.store import parse_ref
+    from train_platform.datasets.refs import parse_ref
 
     name, ref = parse_ref(args.name)
     entries = _open(name, args).log(ref, limit=args.limit)

@@ -28,6 +28,13 @@ from train_platform.datasets.schema import COLUMNS, build_samples, conform
 _ANNOTATION = ("label", "status", "label_source", "confidence", "annotator", "batch_id")
 
 
+def load_rows(source: str | pa.Table) -> pa.Table:
+    """Rows in the sample schema: an Arrow table conformed to it, or ``load_source(source)``."""
+    if isinstance(source, pa.Table):
+        return conform(source)
+    return load_source(source)
+
+
 def load_source(source: str) -> pa.Table:
     """Rows in the sample schema read from ``source`` (see the module docstring)."""
     if source.startswith("aeon:"):

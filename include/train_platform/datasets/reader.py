@@ -36,7 +36,7 @@ class SampleSet:
 
 def parse_uri(uri: str) -> tuple[str, str]:
     """``tp://NAME@REF`` (or ``NAME@REF``) into ``(NAME, REF)``; REF defaults to main."""
-    from train_platform.datasets.store import MAIN, parse_ref
+    from train_platform.datasets.refs import MAIN, parse_ref
 
     name, ref = parse_ref(uri)
     return name, ref or MAIN
@@ -46,7 +46,7 @@ def read_samples(ref: str, *, user: str | None = None, settings: Settings | None
     """All samples at ``tp://NAME@REF`` as ``(T, C)`` float32 arrays with their labels.
     The acting user (``TP_USER`` by default) needs the reader role."""
     from train_platform.datasets.schema import series_of
-    from train_platform.datasets.store import open_dataset
+    from train_platform.datasets.dataset import open_dataset
 
     settings = settings or get_settings()
     name, ref_name = parse_uri(ref)
