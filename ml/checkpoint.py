@@ -7,6 +7,10 @@ A checkpoint is a directory with
 - ``checkpoint.json``: format version, ``task``, ``labels``, ``n_channels``, ``model_config``,
   ``normalization`` (per-channel mean/std), ``drift_reference`` (per-channel histogram for
   PSI), ``mode``, ``epochs``, ``dataset_ref`` and the rest of the training record;
+  ``complete`` (false in the per-epoch snapshots of a run still going on) and ``files``
+  (name -> sha256 of the weights and optimizer files written with it), which is what the
+  registry checks a checkpoint by without importing torch (older checkpoints lack
+  ``files``);
 - ``optimizer.pt`` and ``plugins/`` (replay memory, EWC importances) for continued training.
 
 Every file is written to a temporary name and renamed, and ``checkpoint.json`` is written
@@ -15,6 +19,7 @@ last, so a directory with a ``checkpoint.json`` always has the weights it descri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -66,6 +71,14 @@ class Checkpoint:
         return next(self.model.parameters()).device
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
@@ -101,9 +114,11 @@ def save_checkpoint(path: str | Path, model: TimeSeriesTransformer, meta: dict,
     else:
         atomic_torch_save(path / TORCH_WEIGHTS, state)
         weights = TORCH_WEIGHTS
+    files = {weights: file_sha256(path / weights)}
     if optimizer_state is not None:
         atomic_torch_save(path / OPTIMIZER_FILE, optimizer_state)
-    full = {**meta, "format_version": FORMAT_VERSION, "weights": weights,
+        files[OPTIMIZER_FILE] = file_sha256(path / OPTIMIZER_FILE)
+    full = {**meta, "format_version": FORMAT_VERSION, "weights": weights, "files": files,
             "model_config": model.cfg.to_dict(), "n_channels": model.cfg.n_channels}
     atomic_write_json(path / META_FILE, full)
     return path
