@@ -2,25 +2,53 @@
 
 A sample is ``{"sensor": [[c1, c2, ...], ...]}`` (time steps x channels) with optional
 ``timestamps`` (one number per step), ``text`` (a string or token ids), ``image`` (frames x
-H x W, or frames x channels x H x W) and ``audio`` (a waveform). ``predict`` validates every
-sample first, then runs them in batches of up to ``BATCH_SIZE`` with padding masks.
+H x W, or frames x channels x H x W) and ``audio`` (a waveform). ``validate_sample`` checks
+one against a checkpoint and returns a ``ValidatedSample`` (numpy arrays); ``predict``
+validates every sample first, then runs them in batches of up to ``BATCH_SIZE`` with padding
+masks. ``predict_validated`` is the second half alone: the inference service validates each
+request when it arrives and hands the ``ValidatedSample`` to its batcher, so nothing is
+checked or converted twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ml.checkpoint import Checkpoint
-from ml.exceptions import InvalidInputError
 from ml.collate import collate, encode_text
+from ml.exceptions import InvalidInputError
 
 BATCH_SIZE = 64  # the serving benchmark sends 1..64 samples; one forward pass each
 ANOMALY_MAX_LEN = 1_000_000  # anomaly scoring slides a window, so only memory bounds the length
 SAMPLE_KEYS = {"sensor", "timestamps", "text", "image", "audio", "id"}
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedSample:
+    """One sample as ``validate_sample`` left it: arrays the checkpoint it was checked against
+    accepts as they are, in raw units (``ml.collate`` normalises when it builds a batch)."""
+
+    sensor: np.ndarray  # (T, C) float32; for forecasting, the last context_len steps
+    timestamps: np.ndarray | None = None  # (T,) float64
+    text: np.ndarray | None = None  # (L,) int64 token ids (a string arrives as its UTF-8 bytes + 1)
+    image: np.ndarray | None = None  # (F, H, W) or (F, ch, H, W) float32
+    audio: np.ndarray | None = None  # (L,) float32
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fields that are set, by name: an example for ``collate``, and what the serving
+        cache hashes. The arrays themselves, not copies."""
+        out = {"sensor": self.sensor}
+        for name in ("timestamps", "text", "image", "audio"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
 
 
 def _autocast(device: torch.device):
@@ -43,8 +71,8 @@ def _finite_array(value, name: str, dims: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-def validate_sample(checkpoint: Checkpoint, sample: Any) -> dict:
-    """Check one sample against the checkpoint and return it as an example (numpy arrays).
+def validate_sample(checkpoint: Checkpoint, sample: Any) -> ValidatedSample:
+    """Check one JSON-like sample against the checkpoint and return its arrays.
     Raises ``InvalidInputError`` saying what is wrong."""
     cfg = checkpoint.config
     if not isinstance(sample, dict):
@@ -73,12 +101,12 @@ def validate_sample(checkpoint: Checkpoint, sample: Any) -> dict:
             raise InvalidInputError(f"sensor: {t} time steps, anomaly scoring takes 2..{ANOMALY_MAX_LEN}")
     elif t > cfg.max_len:
         raise InvalidInputError(f"sensor: {t} time steps is too long, the model takes at most {cfg.max_len}")
-    ex: dict = {"sensor": x}
+    timestamps = ids = frames = wav = None
     if sample.get("timestamps") is not None:
         ts = _finite_array(sample["timestamps"], "timestamps", (1,))
         if len(ts) != t:
             raise InvalidInputError(f"timestamps: {len(ts)} values for {t} time steps")
-        ex["timestamps"] = ts.astype(np.float64)
+        timestamps = ts.astype(np.float64)
     if sample.get("text") is not None:
         text = sample["text"]
         if not isinstance(text, (str, list)):
@@ -90,7 +118,7 @@ def validate_sample(checkpoint: Checkpoint, sample: Any) -> dict:
             raise InvalidInputError(f"text: {len(ids)} tokens is too long, the model takes at most {cfg.max_text_len}")
         if len(ids) and (ids.min() < 0 or ids.max() >= cfg.text_vocab):
             raise InvalidInputError(f"text: token ids must lie in 0..{cfg.text_vocab - 1}")
-        ex["text"] = ids.astype(np.int64)
+        ids = ids.astype(np.int64)
     if sample.get("image") is not None:
         img = _finite_array(sample["image"], "image", (2, 3, 4))
         frames = img[None] if img.ndim == 2 else img
@@ -102,17 +130,15 @@ def validate_sample(checkpoint: Checkpoint, sample: Any) -> dict:
             raise InvalidInputError(f"image: {len(frames)} frames, the model takes at most {cfg.max_frames}")
         if min(frames.shape[-2:]) < 4:
             raise InvalidInputError(f"image: frames of {frames.shape[-2:]} pixels are too small (4x4 at least)")
-        ex["image"] = frames
     if sample.get("audio") is not None:
         wav = _finite_array(sample["audio"], "audio", (1,))
         if len(wav) < 48 or len(wav) > cfg.max_audio_len:
             raise InvalidInputError(f"audio: {len(wav)} samples, the model takes 48..{cfg.max_audio_len}")
-        ex["audio"] = wav
     if task == "forecasting":
-        ex["sensor"] = ex["sensor"][-cfg.context_len :]
-        if "timestamps" in ex:
-            ex["timestamps"] = ex["timestamps"][-cfg.context_len :]
-    return ex
+        x = x[-cfg.context_len :]
+        if timestamps is not None:
+            timestamps = timestamps[-cfg.context_len :]
+    return ValidatedSample(sensor=x, timestamps=timestamps, text=ids, image=frames, audio=wav)
 
 
 @torch.inference_mode()
@@ -184,15 +210,21 @@ def predict(checkpoint: Checkpoint, samples: list[dict]) -> list[dict]:
     """Validate and predict a list of samples; one result dict per sample, in order."""
     if not isinstance(samples, list):
         raise InvalidInputError("samples must be a list of objects")
-    examples = []
+    validated = []
     for i, s in enumerate(samples):
         try:
-            examples.append(validate_sample(checkpoint, s))
+            validated.append(validate_sample(checkpoint, s))
         except InvalidInputError as e:
             raise InvalidInputError(f"sample {i}: {e}") from e
-    if not examples:
+    return predict_validated(checkpoint, validated)
+
+
+def predict_validated(checkpoint: Checkpoint, samples: Sequence[ValidatedSample]) -> list[dict]:
+    """Predict samples that ``validate_sample`` checked against this checkpoint; one result
+    dict per sample, in order."""
+    if not samples:
         return []
-    frame_shapes = {ex["image"].shape[1:] for ex in examples if "image" in ex}
+    frame_shapes = {s.image.shape[1:] for s in samples if s.image is not None}
     if len(frame_shapes) > 1:  # frames are stacked into one tensor per batch
         raise InvalidInputError(f"image: all samples in a request need frames of one size, got {sorted(frame_shapes)}")
     task = checkpoint.task
@@ -200,9 +232,9 @@ def predict(checkpoint: Checkpoint, samples: list[dict]) -> list[dict]:
         threshold = float(checkpoint.meta["anomaly"]["threshold"])
         return [
             {"scores": [float(v) for v in sc], "threshold": threshold, "is_anomaly": bool(sc.max() > threshold)}
-            for sc in anomaly_scores(checkpoint, [ex["sensor"] for ex in examples])
+            for sc in anomaly_scores(checkpoint, [s.sensor for s in samples])
         ]
-    raw = run_batches(checkpoint, examples)
+    raw = run_batches(checkpoint, [s.arrays() for s in samples])
     results = []
     for r in raw:
         if task == "classification":

@@ -113,12 +113,13 @@ class InferenceService:
         if denied is not None:
             self.runtime.count_unauthorized()
             return denied
-        sample: dict[str, Any] = {"sensor": sensor}
+        # The fields as sent; the runtime validates them once, against the routed version.
+        body: dict[str, Any] = {"sensor": sensor}
         for name, value in (("timestamps", timestamps), ("text", text), ("image", image), ("audio", audio)):
             if value is not None:
-                sample[name] = value
+                body[name] = value
         try:
-            return await self.runtime.predict(sample, key)
+            return await self.runtime.predict(body, key)
         except InvalidInputError as exc:
             return _error(ctx, 400, str(exc))
         except OverloadedError as exc:

@@ -13,19 +13,23 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ml.predict import ValidatedSample
 
 log = logging.getLogger(__name__)
 
 
-def input_hash(example: dict[str, np.ndarray]) -> str:
-    """Hash of a validated example: field names, dtypes, shapes and bytes, so ``[1, 2]`` and
+def input_hash(sample: ValidatedSample) -> str:
+    """Hash of a validated sample: field names, dtypes, shapes and bytes, so ``[1, 2]`` and
     ``[1.0, 2.0]`` (same float32 values) share an entry."""
     digest = hashlib.blake2b(digest_size=16)
-    for name in sorted(example):
-        value = np.ascontiguousarray(example[name])
+    arrays = sample.arrays()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()

@@ -12,9 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ml.exceptions import InvalidInputError
 from ml.serving import metrics
@@ -27,6 +25,9 @@ from ml.serving.stats import StatsCollector
 from train_platform.registry import ModelRegistry, RegistryError
 from train_platform.registry.registry import ServingState
 from train_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from ml.predict import ValidatedSample
 
 log = logging.getLogger(__name__)
 
@@ -157,16 +158,18 @@ class ServingRuntime:
 
     # ------------------------------------------------------------------ requests
 
-    def _run_batch(self, version: int, samples: list[dict]) -> list[dict]:
-        from ml.predict import predict
+    def _run_batch(self, version: int, samples: list[ValidatedSample]) -> list[dict]:
+        from ml.predict import predict_validated
 
-        return predict(self.loaded[version].checkpoint, samples)
+        return predict_validated(self.loaded[version].checkpoint, samples)
 
     def _on_batch(self, version: int, size: int) -> None:
         metrics.BATCH_SIZE.labels(model=self.model, version=str(version)).observe(size)
 
-    async def predict(self, sample: dict[str, Any], key: str | None) -> dict[str, Any]:
-        """One sample -> the answer of the routed version, with ``model_version`` added.
+    async def predict(self, body: dict[str, Any], key: str | None) -> dict[str, Any]:
+        """One sample's fields as sent -> the answer of the routed version, with
+        ``model_version`` added. The sample is validated once, against the routed version;
+        the cache key, the batch and the drift monitor all take the ``ValidatedSample``.
 
         Raises ``InvalidInputError`` (the caller's fault, HTTP 400) or ``OverloadedError``
         (HTTP 503); any other exception is a server error and counts against the version.
@@ -179,20 +182,16 @@ class ServingRuntime:
         loaded = self.loaded[version]
         labels = dict(model=self.model, version=str(version))
         try:
-            example = validate_sample(loaded.checkpoint, sample)
+            sample = validate_sample(loaded.checkpoint, body)
         except InvalidInputError:
             metrics.REQUESTS.labels(outcome="bad_input", **labels).inc()
             raise
-        digest = input_hash(example)
+        digest = input_hash(sample)
         result = await self.cache.get(version, digest)
         metrics.CACHE.labels(result="miss" if result is None else "hit", **labels).inc()
         if result is None:
-            # The batch gets the validated arrays (text stays as sent: its validation turns it
-            # into ids, which it would not accept again): predict() re-checks them almost for
-            # free instead of converting nested JSON lists a second time on the model thread.
-            validated = {**sample, **{k: v for k, v in example.items() if k != "text"}}
             try:
-                result = await self.batcher.submit(version, validated)
+                result = await self.batcher.submit(version, sample)
             except OverloadedError:
                 metrics.REQUESTS.labels(outcome="overloaded", **labels).inc()
                 self.stats.failed(version)
@@ -202,7 +201,7 @@ class ServingRuntime:
                 self.stats.failed(version)
                 raise
             await self.cache.put(version, digest, result)
-        self._observe(loaded, example, result, labels)
+        self._observe(loaded, sample, result, labels)
         if key:
             await self.cache.log_prediction(key, version, _prediction_value(result))
         elapsed = time.perf_counter() - started
@@ -214,11 +213,11 @@ class ServingRuntime:
     def count_unauthorized(self) -> None:
         metrics.REQUESTS.labels(model=self.model, version="none", outcome="unauthorized").inc()
 
-    def _observe(self, loaded: LoadedVersion, example: dict, result: dict, labels: dict) -> None:
+    def _observe(self, loaded: LoadedVersion, sample: ValidatedSample, result: dict, labels: dict) -> None:
         if "confidence" in result:
             metrics.CONFIDENCE.labels(**labels).observe(result["confidence"])
         if loaded.drift.enabled:
-            loaded.drift.observe(np.asarray(example["sensor"]))
+            loaded.drift.observe(sample.sensor)
             loaded.requests_since_drift += 1
             if loaded.requests_since_drift >= self.config.drift_every:
                 loaded.requests_since_drift = 0

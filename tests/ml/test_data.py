@@ -77,7 +77,7 @@ def test_validate_sample_errors(tmp_path):
                      out=tmp_path / "c", cfg=tiny_config(epochs=1), write_plot=False))
     ckpt = load_checkpoint(tmp_path / "c")
     ok = {"sensor": X[0].tolist()}
-    assert validate_sample(ckpt, ok)["sensor"].shape == (40, 2)
+    assert validate_sample(ckpt, ok).sensor.shape == (40, 2)
     cases = [
         ({"sensor": [[1.0, 2.0, 3.0]]}, "3 channels per time step, the model expects 2"),
         ({"sensor": [[1.0, float("nan")]]}, "non-finite value at index [0, 1]"),

@@ -300,3 +300,60 @@ def test_the_deployment_task_rolls_back_a_worse_candidate_and_promotes_a_better_
                      ("ab_start", 3, None), ("ab_end", 3, "promoted")]
     moves = [(e.kind, e.previous_version, e.version) for e in served.registry.history(served.name, alias="production")]
     assert moves[-1] == ("promote", 1, 3)
+
+
+def test_the_runtime_validates_each_request_once_and_batches_the_validated_sample(tp_home, checkpoints, monkeypatch):
+    """In process, without HTTP: every request is validated exactly once, against the version
+    it was routed to, and the batcher hands those ``ValidatedSample`` objects to the model."""
+    import ml.predict
+    from ml.checkpoint import load_checkpoint
+    from ml.exceptions import InvalidInputError
+    from ml.predict import ValidatedSample
+    from ml.serving.config import ServingConfig
+    from ml.serving.runtime import ServingRuntime
+    from train_platform.registry import ModelRegistry
+    from train_platform.settings import reload_settings
+
+    monkeypatch.delenv("BENTOML_HOME", raising=False)
+    settings = reload_settings()
+    registry = ModelRegistry(settings)
+    registry.register("inproc", checkpoints["good"], gate_status="passed")
+    registry.promote("inproc", 1)
+    sensors = np.load(checkpoints["test_data"])["X"][:12].tolist()
+    expected = ml.predict.predict(load_checkpoint(checkpoints["good"]), [{"sensor": s} for s in sensors])
+
+    validated, batched = [], []
+    real_validate, real_predict = ml.predict.validate_sample, ml.predict.predict_validated
+
+    def counting_validate(checkpoint, sample):
+        validated.append(sample)
+        return real_validate(checkpoint, sample)
+
+    def recording_predict(checkpoint, samples):
+        batched.append(list(samples))
+        return real_predict(checkpoint, samples)
+
+    monkeypatch.setattr(ml.predict, "validate_sample", counting_validate)
+    monkeypatch.setattr(ml.predict, "predict_validated", recording_predict)
+    runtime = ServingRuntime(ServingConfig(model="inproc"), settings)
+    assert runtime.cache.backend == "memory"
+
+    async def traffic():
+        try:
+            answers = await asyncio.gather(*(runtime.predict({"sensor": s}, None) for s in sensors))
+            repeated = await runtime.predict({"sensor": sensors[0]}, None)  # answered by the cache
+            with pytest.raises(InvalidInputError, match="2 channels per time step, the model expects 3"):
+                await runtime.predict({"sensor": [[1.0, 2.0]] * 10}, None)
+            return answers, repeated
+        finally:
+            await runtime.close()
+
+    answers, repeated = asyncio.run(traffic())
+    assert len(validated) == len(sensors) + 2  # each request once: none again on the model thread
+    samples = [s for batch in batched for s in batch]
+    assert len(samples) == len(sensors) and all(isinstance(s, ValidatedSample) for s in samples)
+    assert len(batched) < len(sensors)  # concurrent requests shared forward passes
+    for answer, want in zip(answers, expected):
+        assert answer["model_version"] == 1 and answer["label"] == want["label"]
+        assert answer["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
+    assert repeated == answers[0]
