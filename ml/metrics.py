@@ -3,7 +3,6 @@ benchmarks report."""
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ml.checkpoint import Checkpoint
@@ -11,7 +10,6 @@ from ml.data import SeriesData
 from ml.exceptions import DataError
 from ml.predict import anomaly_scores, run_batches
 from ml.examples import build_examples
-
 
 
 def _check_channels(ckpt: Checkpoint, data: SeriesData) -> None:
