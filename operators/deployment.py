@@ -31,10 +31,10 @@ class DeploymentOperator(ContainerCommandOperator):
 
     def default_command(self, inputs: Mapping[str, str], outputs: Mapping[str, str],
                         params: Mapping[str, Any]) -> list[str]:
-        from train_platform.registry.registry import check_name
+        from train_platform.registry.names import check_name
 
         name = check_name(str(params.get("model_name") or self.pipeline), "model name")
-        command = ["python", "-m", "train_platform.registry", "deploy", name]
+        command = ["python", "-m", "train_platform.cli", "model", "deploy", name]
         if inputs.get("model"):
             command += ["--checkpoint", inputs["model"]]
         if inputs.get("evaluation"):

@@ -13,7 +13,8 @@ class PackagingOperator(ContainerCommandOperator):
 
     Model: the ``model_name`` parameter (else the pipeline's name) and ``model_version``
     (a number, an alias such as ``candidate``, or ``latest``, the default); an input named
-    ``model`` holding a model ref ``NAME:VERSION`` overrides both.
+    ``model`` holding a model reference (``model:NAME:ALIAS`` or ``model:NAME:vN``)
+    overrides both.
     """
 
     task_type = "packaging"
@@ -21,14 +22,10 @@ class PackagingOperator(ContainerCommandOperator):
 
     def default_command(self, inputs: Mapping[str, str], outputs: Mapping[str, str],
                         params: Mapping[str, Any]) -> list[str]:
-        from train_platform.registry.registry import check_name
+        from train_platform.registry.refs import ModelRef
 
-        ref = inputs.get("model", "").removeprefix("model:")
-        if ref:
-            name, _, version = ref.partition(":")
-            if not version:
-                raise ValueError(f"{self.task_id}: input `model` must be a model ref NAME:VERSION, got {ref!r}")
+        if inputs.get("model"):
+            ref = ModelRef.parse(inputs["model"])
         else:
-            name = str(params.get("model_name") or self.pipeline)
-            version = str(params.get("model_version") or "latest")
-        return ["python", "-m", "train_platform.registry", "package", check_name(name, "model name"), version]
+            ref = ModelRef.of(str(params.get("model_name") or self.pipeline), params.get("model_version") or "latest")
+        return ["python", "-m", "train_platform.cli", "model", "package", ref.name, ref.selector]

@@ -16,9 +16,9 @@ class TrainingOperator(ContainerCommandOperator):
     """Trains a model with the platform's trainer.
 
     Inputs: ``training_data`` (a file or a ``tp://dataset@ref``; the first input when not
-    named so) and optionally ``base_model``: a checkpoint folder, or a model ref
-    ``model:NAME:VERSION_OR_ALIAS`` (``model:sensor-classifier:production``) looked up in the
-    registry. Output: the first output receives the new checkpoint. The mode is the ``mode``
+    named so) and optionally ``base_model``: a checkpoint folder, or a model reference
+    ``model:NAME:ALIAS`` or ``model:NAME:vN`` (``model:sensor-classifier:production``)
+    looked up in the registry. Output: the first output receives the new checkpoint. The mode is the ``mode``
     parameter when the pipeline has one, else ``incremental`` when the base model exists and
     ``initial`` otherwise, so the first run of a pipeline trains from scratch and later runs
     continue from the model in production.
@@ -51,19 +51,22 @@ class TrainingOperator(ContainerCommandOperator):
         return command
 
     def _base_checkpoint(self, location: str | None) -> str | None:
-        """The checkpoint folder behind ``base_model``; None when there is none yet."""
-        if not location or not location.startswith("model:"):
-            return location
-        from train_platform.registry import ModelRegistry, RegistryError
-        from train_platform.registry.bento_store import model_path
-        from train_platform.settings import get_settings
+        """The checkpoint folder behind ``base_model``; None when there is none yet.
 
-        name, _, version = location.removeprefix("model:").partition(":")
+        A reference to a model that is not registered yet, or to an alias that points at no
+        version yet, means none yet; a malformed reference or a missing version is an error.
+        """
+        from train_platform.registry.refs import ModelRef
+
+        if not ModelRef.is_ref(location):
+            return location
+        from train_platform.registry import AliasNotSetError, ModelNotFoundError, resolve
+
+        ref = ModelRef.parse(location)
         try:
-            found = ModelRegistry().get(name, version or "production")
-        except RegistryError as exc:  # no such model or alias yet: the first run trains from scratch
-            self.log.info("base model %s not available (%s); training from scratch", location, exc)
+            found = resolve(ref)
+        except (ModelNotFoundError, AliasNotSetError) as exc:  # the first run trains from scratch
+            self.log.info("base model not available (%s); training from scratch", exc)
             return None
-        path = model_path(get_settings(), found.bento_model_tag)
-        self.log.info("base model %s is version %s at %s", location, found.version, path)
-        return str(path)
+        self.log.info("base model %s is version %s at %s", ref, found.version.version, found.checkpoint)
+        return str(found.checkpoint)

@@ -1,6 +1,6 @@
 """``python -m ml.serving.batch_inference``: batch inference with a registered model version.
 
-    python -m ml.serving.batch_inference --model NAME[:VERSION|ALIAS] --data REF --out predictions.jsonl
+    python -m ml.serving.batch_inference --model model:NAME:ALIAS|vN --data REF --out predictions.jsonl
 
 REF is a dataset ref ``tp://NAME@REF`` (read through the datasets reader), a
 ``.npz/.csv/.parquet`` file or ``aeon:NAME[:split]``. Each output line is
@@ -28,7 +28,8 @@ CHUNK = 1024
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ml.serving.batch_inference",
                                 description="Score a data set with a registered model.")
-    p.add_argument("--model", required=True, help="NAME, NAME:VERSION or NAME:ALIAS (default alias: production)")
+    p.add_argument("--model", required=True,
+                   help="model reference: model:NAME:ALIAS, model:NAME:vN or model:NAME:latest")
     p.add_argument("--data", required=True, help="tp://NAME@REF, a .npz/.csv/.parquet file or aeon:NAME[:split]")
     p.add_argument("--out", required=True, type=Path, help="predictions file (.jsonl or .parquet)")
     return p
@@ -38,13 +39,11 @@ def score(model_ref: str, data_ref: str, out: Path) -> dict:
     from ml.checkpoint import load_checkpoint
     from ml.data import load_ref
     from ml.predict import predict
-    from train_platform.registry import ModelRegistry
-    from train_platform.registry.bento_store import model_path
+    from train_platform.registry import resolve
 
-    name, _, version = model_ref.partition(":")
-    registry = ModelRegistry()
-    entry = registry.get(name, version or "production")
-    checkpoint = load_checkpoint(model_path(registry.settings, entry.bento_model_tag))
+    found = resolve(model_ref)
+    name, entry = found.ref.name, found.version
+    checkpoint = load_checkpoint(found.checkpoint)
     data = load_ref(data_ref)
     rows = []
     for start in range(0, len(data.series), CHUNK):

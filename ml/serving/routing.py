@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from train_platform.registry.registry import ServingState
+from train_platform.registry import ServingState
 
 
 def ab_bucket(experiment_id: int, key: str) -> float:

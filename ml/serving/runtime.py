@@ -22,8 +22,7 @@ from ml.serving.config import ServingConfig
 from ml.serving.drift import DriftMonitor
 from ml.serving.routing import choose_version
 from ml.serving.stats import StatsCollector
-from train_platform.registry import ModelRegistry, RegistryError
-from train_platform.registry.registry import ServingState
+from train_platform.registry import ModelRef, ModelRegistry, RegistryError, ServingState, resolve
 from train_platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -88,11 +87,10 @@ class ServingRuntime:
 
     def _load(self, version: int) -> LoadedVersion:
         from ml.checkpoint import load_checkpoint
-        from train_platform.registry.bento_store import model_path
 
-        entry = self.registry.get(self.model, version)
-        checkpoint = load_checkpoint(model_path(self.settings, entry.bento_model_tag))
-        log.info("loaded %s v%d from %s", self.model, version, entry.bento_model_tag)
+        found = resolve(ModelRef(self.model, version=version), self.registry)
+        checkpoint = load_checkpoint(found.checkpoint)
+        log.info("loaded %s v%d from %s", self.model, version, found.version.bento_model_tag)
         drift = DriftMonitor(checkpoint.meta.get("drift_reference"), window=self.config.drift_window)
         return LoadedVersion(version, checkpoint, drift)
 

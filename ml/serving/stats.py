@@ -10,7 +10,7 @@ import bisect
 import threading
 from dataclasses import dataclass, field
 
-from train_platform.registry.registry import LiveStats
+from train_platform.registry import LiveStats
 from train_platform.registry.schema import LATENCY_BUCKETS_MS
 
 

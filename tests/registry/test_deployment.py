@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from train_platform.registry import DeploymentError, LiveStats
+from train_platform.registry import DeploymentError, InvalidModelRefError, LiveStats
 from train_platform.registry.deployment import (
     DeploymentPolicy,
     decide,
@@ -129,7 +129,7 @@ def test_step_cycle_on_a_real_registry(registry, checkpoints):
 
 
 def test_a_stale_ab_phase_is_abandoned(registry, checkpoints):
-    from train_platform.registry.registry import utcnow
+    from train_platform.registry.schema import utcnow
 
     registry.register("sensor", checkpoints["good"], gate_status="passed")
     registry.register("sensor", checkpoints["good"], gate_status="passed")
@@ -148,24 +148,29 @@ def test_operators_build_their_commands(tmp_path):
     deploy = DeploymentOperator(task_id="deploy", pipeline="daily-deployment")
     command = deploy.default_command({"model": "/ckpt", "evaluation": "/eval"}, {"record": "/out"},
                                      {"model_name": "sensor", "candidate_share": 0.2, "unrelated": 1})
-    assert command == ["python", "-m", "train_platform.registry", "deploy", "sensor", "--checkpoint", "/ckpt",
+    assert command == ["python", "-m", "train_platform.cli", "model", "deploy", "sensor", "--checkpoint", "/ckpt",
                        "--evaluation", "/eval", "--policy", '{"candidate_share": 0.2}', "--out", "/out"]
-    assert deploy.default_command({}, {}, {})[4] == "daily-deployment"
+    assert deploy.default_command({}, {}, {})[5] == "daily-deployment"
 
     package = PackagingOperator(task_id="package", pipeline="p")
-    assert package.default_command({}, {}, {"model_name": "sensor", "model_version": "candidate"})[-2:] == [
-        "sensor", "candidate"]
-    assert package.default_command({"model": "model:sensor:3"}, {}, {})[-2:] == ["sensor", "3"]
-    with pytest.raises(ValueError, match="model ref NAME:VERSION"):
-        package.default_command({"model": "sensor"}, {}, {})
+    assert package.default_command({}, {}, {"model_name": "sensor", "model_version": "candidate"}) == [
+        "python", "-m", "train_platform.cli", "model", "package", "sensor", "candidate"]
+    assert package.default_command({}, {}, {"model_name": "sensor", "model_version": 3})[-2:] == ["sensor", "v3"]
+    assert package.default_command({}, {}, {})[-2:] == ["p", "latest"]
+    assert package.default_command({"model": "model:sensor:v3"}, {}, {})[-2:] == ["sensor", "v3"]
+    for bad in ("sensor", "sensor:3", "model:sensor:3", "model:sensor"):
+        with pytest.raises(InvalidModelRefError, match=f"invalid model reference '{bad}': .*; expected model:NAME:ALIAS"):
+            package.default_command({"model": bad}, {}, {})
 
     score = BatchInferenceOperator(task_id="score", pipeline="p")
     assert score.default_command({"data": "tp://sensors@main"}, {"predictions": "/out"}, {"model_name": "sensor"}) == [
-        "python", "-m", "ml.serving.batch_inference", "--model", "sensor:production", "--data", "tp://sensors@main",
+        "python", "-m", "ml.serving.batch_inference", "--model", "model:sensor:production", "--data", "tp://sensors@main",
         "--out", "/out/predictions.jsonl"]
     with pytest.raises(ValueError, match="needs a `data` input and an output"):
         score.default_command({}, {}, {"model_name": "sensor"})
-    with pytest.raises(ValueError, match="invalid model name"):
+    assert score.default_command({"data": "x"}, {"o": "/o"}, {"model_name": "sensor", "model_version": "v2"})[4] == (
+        "model:sensor:v2")
+    with pytest.raises(InvalidModelRefError, match="invalid model name 'Not Valid'"):
         score.default_command({"data": "x"}, {"o": "/o"}, {"model_name": "Not Valid"})
 
 

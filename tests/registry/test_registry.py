@@ -84,6 +84,8 @@ def test_errors_name_the_model_version_or_alias(registry, checkpoints, tmp_path)
         registry.promote("sensor", 7)
     with pytest.raises(AliasNotSetError, match="alias 'production' of model 'sensor' points at no version"):
         registry.get("sensor", "production")
+    with pytest.raises(InvalidModelNameError, match="invalid alias 'v2': 'latest', numbers and v<number>"):
+        registry.promote("sensor", 1, alias="v2")
     with pytest.raises(AliasNotSetError):
         registry.rollback("sensor")
     with pytest.raises(InvalidModelNameError, match="invalid model name 'Bad Name'"):
@@ -216,7 +218,7 @@ def test_cli_register_list_promote_rollback_history(tp_home, checkpoints):
     import sys
 
     def tp(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "train_platform.registry", *args],
+        return subprocess.run([sys.executable, "-m", "train_platform.cli", "model", *args],
                               capture_output=True, text=True, timeout=120)
 
     first = tp("register", "cli-model", "--checkpoint", str(checkpoints["good"]), "--metrics", '{"accuracy": 0.9}',

@@ -30,7 +30,7 @@ def test_packaging_builds_a_bento_with_service_pins_and_model(tp_home, checkpoin
     assert [m["tag"] for m in info["models"]] == ["sensor:v1"]
     assert {"name": "TP_SERVE_MODEL", "value": "sensor"} in [{k: e[k] for k in ("name", "value")} for e in info["envs"]]
     assert (bento / "src" / "ml" / "service.py").exists()
-    assert (bento / "src" / "include" / "train_platform" / "registry" / "registry.py").exists()
+    assert (bento / "src" / "include" / "train_platform" / "registry" / "model_registry.py").exists()
     assert not (bento / "src" / "tests").exists()
     # The exported Bento carries the model, byte for byte.
     import tarfile
@@ -61,7 +61,7 @@ def test_batch_scoring_writes_one_prediction_per_sample(tp_home, checkpoints, tm
     registry.register("sensor", checkpoints["good"])
     registry.promote("sensor", 1)
     out = tmp_path / "out" / "predictions.jsonl"
-    run = subprocess.run([sys.executable, "-m", "ml.serving.batch_inference", "--model", "sensor", "--data",
+    run = subprocess.run([sys.executable, "-m", "ml.serving.batch_inference", "--model", "model:sensor:production", "--data",
                           str(checkpoints["test_data"]), "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["predictions"] == 40
@@ -72,7 +72,7 @@ def test_batch_scoring_writes_one_prediction_per_sample(tp_home, checkpoints, tm
     assert [r["label"] for r in rows] == [e["label"] for e in expected]
     assert {r["model_version"] for r in rows} == {1}
 
-    missing = subprocess.run([sys.executable, "-m", "ml.serving.batch_inference", "--model", "sensor:candidate", "--data",
+    missing = subprocess.run([sys.executable, "-m", "ml.serving.batch_inference", "--model", "model:sensor:candidate", "--data",
                               str(checkpoints["test_data"]), "--out", str(tmp_path / "x.jsonl")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0

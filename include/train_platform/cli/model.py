@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 
+# A VERSION argument is read as train_platform.registry.refs.ModelRef.of reads it.
+_VERSION_HELP = "version number (3 or v3), alias, or latest"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("model", help="model registry, A/B experiments and serving")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -29,9 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_list)
 
+    p = commands.add_parser("show", help="the version a model reference stands for, and its checkpoint folder")
+    p.add_argument("ref", help="model:NAME:ALIAS, model:NAME:vN or model:NAME:latest")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_show)
+
     p = commands.add_parser("promote", help="point an alias at a version")
     p.add_argument("name")
-    p.add_argument("version", help="version number or another alias")
+    p.add_argument("version", help=_VERSION_HELP)
     p.add_argument("--alias", default="production")
     p.add_argument("--reason")
     p.set_defaults(func=_promote)
@@ -61,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = actions.add_parser("set", help="send WEIGHT of the traffic to VERSION, the rest to production")
     q.add_argument("name")
-    q.add_argument("version")
+    q.add_argument("version", help=_VERSION_HELP)
     q.add_argument("--weight", type=float, required=True, help="candidate share, strictly between 0 and 1")
     q.set_defaults(func=_experiment_set)
     q = actions.add_parser("clear", help="end the A/B split; production keeps all traffic")
@@ -73,13 +82,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("export", help="export a version (BentoML archive) to S3")
     p.add_argument("name")
-    p.add_argument("version")
+    p.add_argument("version", help=_VERSION_HELP)
     p.add_argument("--to", required=True, help="s3://bucket/prefix")
     p.set_defaults(func=_export)
 
     p = commands.add_parser("package", help="build a Bento (service, pinned packages, model) for a version")
     p.add_argument("name")
-    p.add_argument("version", nargs="?", default="latest", help="number, alias or latest (default)")
+    p.add_argument("version", nargs="?", default="latest", help=_VERSION_HELP + " (default: latest)")
     p.set_defaults(func=_package)
 
     p = commands.add_parser("deploy", help="one step of the scheduled deployment (A/B, promote, roll back)")
@@ -139,6 +148,24 @@ def _list(args: argparse.Namespace) -> int:
         metrics = ", ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in sorted(v.metrics.items()))
         aliases = ",".join(v.aliases) + (" (rejected)" if v.rejected else "")
         print(f"{v.version:>7}  {v.created_at:%Y-%m-%d %H:%M:%S}  {v.task:14}  {v.gate_status:7}  {aliases:20}  {metrics}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from train_platform.registry import resolve
+
+    found = resolve(args.ref, _registry())
+    v = found.version
+    if args.json:
+        print(json.dumps({**v.to_dict(), "ref": str(found.ref), "checkpoint": str(found.checkpoint)},
+                         indent=2, sort_keys=True))
+        return 0
+    print(f"{found.ref}: {v.model} version {v.version}")
+    print(f"  checkpoint  {found.checkpoint}")
+    print(f"  aliases     {', '.join(v.aliases) or '-'}{' (rejected)' if v.rejected else ''}")
+    print(f"  task        {v.task}")
+    print(f"  gate        {v.gate_status}")
+    print(f"  created     {v.created_at:%Y-%m-%d %H:%M:%S} by {v.created_by}")
     return 0
 
 

@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from train_platform.registry.exceptions import DeploymentError
-from train_platform.registry.registry import PRODUCTION, LiveStats, ModelRegistry, utcnow
+from train_platform.registry.live_stats import LiveStats
+from train_platform.registry.model_registry import ModelRegistry
+from train_platform.registry.names import PRODUCTION
+from train_platform.registry.schema import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,10 @@ class InvalidModelNameError(RegistryError, ValueError):
     ``-``, ``_``, ``.``; starts with a letter or digit; at most 63 characters)."""
 
 
+class InvalidModelRefError(RegistryError, ValueError):
+    """A model reference is not of the form ``model:NAME:ALIAS`` or ``model:NAME:vN``."""
+
+
 class ModelNotFoundError(RegistryError, LookupError):
     """No model of that name is registered."""
 
@@ -33,7 +37,8 @@ class NothingToRollBackError(RegistryError):
 
 
 class CheckpointInvalidError(RegistryError, ValueError):
-    """The directory given to ``register`` is not a checkpoint written by ``ml.train``."""
+    """The directory given to ``register`` is not a finished, intact checkpoint written by
+    ``ml.train`` (or a registration argument such as the gate status or a metric is bad)."""
 
 
 class ExperimentError(RegistryError, ValueError):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from train_platform.registry import bento_store
 from train_platform.registry.exceptions import ExportError
-from train_platform.registry.registry import ModelRegistry
+from train_platform.registry.model_registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from train_platform.registry import bento_store
 from train_platform.registry.exceptions import PackagingError
-from train_platform.registry.registry import ModelRegistry
+from train_platform.registry.model_registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,10 @@ row, so two processes registering or promoting the same model serialise instead 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
 
 from sqlalchemy import (
     JSON,
@@ -134,6 +135,19 @@ serving_stats = Table(
 # Upper bounds (ms) of the latency histogram the service keeps per version; wide enough
 # for CPU inference under load, fine enough to tell 10 ms from 25 ms at p95.
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 15, 25, 40, 60, 100, 150, 250, 500, 1000, 2500)
+
+
+def utcnow() -> datetime:
+    """The time every registry row is stamped with: aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ones)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
 
 _engines: dict[tuple[str, bool], Engine] = {}
 _engines_lock = threading.Lock()

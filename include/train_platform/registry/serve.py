@@ -17,7 +17,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _prepare_env(name: str) -> None:
-    from train_platform.registry.registry import check_name
+    from train_platform.registry.names import check_name
 
     os.environ["TP_SERVE_MODEL"] = check_name(name)
 

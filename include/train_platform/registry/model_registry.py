@@ -1,19 +1,20 @@
-"""The model registry: versions, aliases with their history, A/B experiments, live stats.
+"""The model registry: versions, aliases with their history, and the entry point to the rest.
 
 Versions are numbered 1, 2, ... per model. An alias (``production``, ``candidate``, any
 name) points at one version; every move is an event, and ``rollback`` replays those events
 as a stack (a promotion pushes, a rollback pops) so that repeated rollbacks walk back
 through earlier holders rather than bouncing between the last two.
 
-All writes run in one transaction that locks the model's row first (see ``schema``).
+``ModelRegistry`` also carries the A/B experiment methods (``experiments``) and the live
+stats methods (``live_stats``), mixed in from their own modules. All writes run in one
+transaction that locks the model's row first (see ``schema``).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,48 +22,26 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from train_platform.registry import schema
+from train_platform.registry.checkpoints import checkpoint_digest, read_checkpoint_info
 from train_platform.registry.exceptions import (
     AliasNotSetError,
     CheckpointInvalidError,
-    ExperimentError,
-    InvalidModelNameError,
     ModelNotFoundError,
     NothingToRollBackError,
     VersionNotFoundError,
 )
+from train_platform.registry.experiments import ExperimentsMixin
+from train_platform.registry.live_stats import LiveStatsMixin
+from train_platform.registry.names import LATEST, PRODUCTION, check_alias, check_name
+from train_platform.registry.refs import ModelRef
 from train_platform.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-# BentoML tag rules (its names and versions must match this), which keeps names portable.
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-
-PRODUCTION = "production"
-CANDIDATE = "candidate"
 GATE_STATES = ("pending", "passed", "failed")
 
 # Event kinds that move an alias; rollback replays exactly these.
 _ALIAS_KINDS = ("promote", "rollback", "clear")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything the registry stores is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def check_name(value: str, what: str = "model name") -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise InvalidModelNameError(
-            f"invalid {what} {value!r}: use lowercase letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit, at most 63 characters"
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -85,9 +64,9 @@ class ModelVersion:
     aliases: tuple[str, ...] = ()
 
     @property
-    def ref(self) -> str:
-        """The model ref passed between tasks: ``name:version``."""
-        return f"{self.model}:{self.version}"
+    def ref(self) -> ModelRef:
+        """The reference to this version: ``str(v.ref)`` is ``model:NAME:vN``."""
+        return ModelRef(self.model, version=self.version)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -112,69 +91,8 @@ class ModelEvent:
         return data
 
 
-@dataclass(frozen=True)
-class Experiment:
-    id: int
-    model: str
-    control_version: int
-    candidate_version: int
-    candidate_weight: float
-    started_at: datetime
-    ended_at: datetime | None = None
-    outcome: str | None = None
 
-
-@dataclass(frozen=True)
-class ServingState:
-    """What an inference replica needs, read in one cheap query: the production version and
-    the running experiment, if any."""
-
-    model: str
-    production: int | None
-    experiment: Experiment | None
-
-
-@dataclass(frozen=True)
-class LiveStats:
-    """Sum of the serving-stats windows of one version over a time range."""
-
-    version: int
-    requests: int = 0
-    errors: int = 0
-    latency_ms_sum: float = 0.0
-    latency_buckets: tuple[int, ...] = (0,) * (len(schema.LATENCY_BUCKETS_MS) + 1)
-    labelled: int = 0
-    correct: int = 0
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.labelled if self.labelled else None
-
-    @property
-    def mean_latency_ms(self) -> float | None:
-        served = self.requests - self.errors
-        return self.latency_ms_sum / served if served > 0 else None
-
-    def latency_quantile_ms(self, q: float) -> float | None:
-        """Upper bound of the histogram bucket holding the q-quantile (conservative)."""
-        total = sum(self.latency_buckets)
-        if total == 0:
-            return None
-        rank = q * total
-        seen = 0
-        bounds = (*schema.LATENCY_BUCKETS_MS, float("inf"))
-        for bound, count in zip(bounds, self.latency_buckets):
-            seen += count
-            if seen >= rank:
-                return float(bound)
-        return float("inf")
-
-
-class ModelRegistry:
+class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
     """Entry point to the registry. Cheap to construct; holds no connection."""
 
     def __init__(self, settings: Settings | None = None, *, database_url: str | None = None):
@@ -225,7 +143,7 @@ class ModelRegistry:
         return ModelVersion(
             model=name,
             version=row["version"],
-            created_at=_aware(row["created_at"]),
+            created_at=schema.aware(row["created_at"]),
             created_by=row["created_by"],
             task=row["task"],
             checkpoint_uri=row["checkpoint_uri"],
@@ -248,7 +166,7 @@ class ModelRegistry:
     ) -> None:
         conn.execute(
             insert(schema.events).values(
-                model_id=model_id, at=at or utcnow(), kind=kind, alias=alias, version=version,
+                model_id=model_id, at=at or schema.utcnow(), kind=kind, alias=alias, version=version,
                 previous_version=previous, actor=actor or self.settings.user, detail=detail or {},
             )
         )
@@ -265,7 +183,7 @@ class ModelRegistry:
         actor: str | None, detail: dict[str, Any] | None,
     ) -> int | None:
         previous = self._current_alias(conn, model_id, alias)
-        now = utcnow()
+        now = schema.utcnow()
         if version is None:
             conn.execute(
                 schema.aliases.delete().where(
@@ -323,7 +241,7 @@ class ModelRegistry:
         if gate_status not in GATE_STATES:
             raise CheckpointInvalidError(f"gate status must be one of {', '.join(GATE_STATES)}, not {gate_status!r}")
         info = read_checkpoint_info(checkpoint)
-        task = task or info["task"]
+        task = task or info.task
         metrics = dict(metrics or {})
         for key, value in metrics.items():
             if not isinstance(key, str):
@@ -335,7 +253,7 @@ class ModelRegistry:
         for attempt in range(3):
             try:
                 number, row, tag = self._register_once(
-                    name, checkpoint, task=task, metrics=metrics, training_run=training_run,
+                    name, checkpoint, digest=info.digest, task=task, metrics=metrics, training_run=training_run,
                     dataset_snapshot=dataset_snapshot, parent_version=parent_version,
                     gate_status=gate_status, gate_report=gate_report, actor=actor,
                 )
@@ -348,7 +266,7 @@ class ModelRegistry:
         log.info("registered %s version %d (%s)", name, number, tag)
         return self._to_version(name, row)
 
-    def _register_once(self, name: str, checkpoint: Path, *, task: str, metrics: dict[str, Any],
+    def _register_once(self, name: str, checkpoint: Path, *, digest: str, task: str, metrics: dict[str, Any],
                        training_run: str | None, dataset_snapshot: str | None,
                        parent_version: int | None, gate_status: str, gate_report: str | None,
                        actor: str | None):
@@ -360,7 +278,7 @@ class ModelRegistry:
             ).scalar()
             if model_id is None:
                 model_id = conn.execute(
-                    insert(schema.models).values(name=name, created_at=utcnow())
+                    insert(schema.models).values(name=name, created_at=schema.utcnow())
                 ).inserted_primary_key[0]
             if parent_version is not None:
                 self._version_row(conn, model_id, name, parent_version)
@@ -375,9 +293,9 @@ class ModelRegistry:
             )
             try:
                 conn.execute(insert(schema.versions).values(
-                    model_id=model_id, version=number, created_at=utcnow(),
+                    model_id=model_id, version=number, created_at=schema.utcnow(),
                     created_by=actor or self.settings.user, task=task, checkpoint_uri=str(checkpoint),
-                    checkpoint_digest=checkpoint_digest(checkpoint),
+                    checkpoint_digest=digest,
                     bento_model_tag=tag, training_run=training_run, dataset_snapshot=dataset_snapshot,
                     parent_version=parent_version, metrics=metrics, gate_status=gate_status,
                     gate_report=gate_report, rejected=False,
@@ -400,18 +318,20 @@ class ModelRegistry:
             return self._to_version(name, row, self._aliases_of(conn, model_id).get(number, ()))
 
     def _resolve(self, conn: Connection, model_id: int, name: str, version: int | str) -> int:
-        if isinstance(version, int) or (isinstance(version, str) and version.lstrip("v").isdigit()):
-            return int(str(version).lstrip("v"))
-        if version == "latest":
+        """The number ``version`` (read as ``ModelRef.of`` reads it) stands for."""
+        ref = ModelRef.of(name, version)
+        if ref.version is not None:
+            return ref.version
+        if ref.alias == LATEST:
             number = conn.execute(
                 select(func.max(schema.versions.c.version)).where(schema.versions.c.model_id == model_id)
             ).scalar()
             if number is None:
                 raise VersionNotFoundError(f"model {name!r} has no versions yet")
             return number
-        number = self._current_alias(conn, model_id, check_name(version, "alias"))
+        number = self._current_alias(conn, model_id, ref.alias)
         if number is None:
-            raise AliasNotSetError(f"alias {version!r} of model {name!r} points at no version")
+            raise AliasNotSetError(f"alias {ref.alias!r} of model {name!r} points at no version")
         return number
 
     def list_versions(self, name: str) -> list[ModelVersion]:
@@ -473,8 +393,9 @@ class ModelRegistry:
 
     def promote(self, name: str, version: int | str, *, alias: str = PRODUCTION,
                 actor: str | None = None, reason: str | None = None) -> ModelVersion:
-        """Points ``alias`` at ``version`` and records the move."""
-        check_name(alias, "alias")
+        """Points ``alias`` at ``version`` and records the move. An alias may not be
+        ``latest`` or look like a version (``3``, ``v3``): references must read one way."""
+        check_alias(alias)
         with schema.transaction(self.url) as conn:
             model_id = self._model_id(conn, name, lock=True)
             number = self._resolve(conn, model_id, name, version)
@@ -526,183 +447,7 @@ class ModelRegistry:
                 query = query.where(schema.events.c.alias == alias)
             rows = conn.execute(query.order_by(schema.events.c.id)).mappings().all()
         return [
-            ModelEvent(at=_aware(r["at"]), kind=r["kind"], alias=r["alias"], version=r["version"],
+            ModelEvent(at=schema.aware(r["at"]), kind=r["kind"], alias=r["alias"], version=r["version"],
                        previous_version=r["previous_version"], actor=r["actor"], detail=dict(r["detail"] or {}))
             for r in rows
         ]
-
-    # ------------------------------------------------------------------ experiments
-
-    def start_experiment(self, name: str, candidate: int | str, *, weight: float,
-                         actor: str | None = None, reason: str | None = None) -> Experiment:
-        """Sends ``weight`` of the traffic to ``candidate``, the rest to production. Points
-        the ``candidate`` alias at it too, so the move is in the alias history."""
-        if not isinstance(weight, (int, float)) or not 0.0 < float(weight) < 1.0:
-            raise ExperimentError(f"candidate weight must be strictly between 0 and 1, not {weight!r}")
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
-            number = self._resolve(conn, model_id, name, candidate)
-            self._version_row(conn, model_id, name, number)
-            production = self._current_alias(conn, model_id, PRODUCTION)
-            if production is None:
-                raise ExperimentError(f"model {name!r} has no production version to compare version {number} with")
-            if production == number:
-                raise ExperimentError(f"version {number} of {name!r} is already production; an A/B test needs two versions")
-            running = self._active_experiment(conn, model_id, name)
-            if running is not None:
-                raise ExperimentError(
-                    f"model {name!r} already runs experiment {running.id} "
-                    f"(v{running.control_version} vs v{running.candidate_version}); clear it first"
-                )
-            now = utcnow()
-            exp_id = conn.execute(insert(schema.experiments).values(
-                model_id=model_id, control_version=production, candidate_version=number,
-                candidate_weight=float(weight), started_at=now,
-            )).inserted_primary_key[0]
-            if self._current_alias(conn, model_id, CANDIDATE) != number:
-                self._set_alias(conn, model_id, CANDIDATE, number, kind="promote", actor=actor,
-                                detail={"reason": "A/B experiment started"})
-            self._event(conn, model_id, "ab_start", version=number, previous=production, actor=actor,
-                        detail={"experiment": exp_id, "weight": float(weight), **({"reason": reason} if reason else {})})
-            return self._active_experiment(conn, model_id, name)
-
-    def end_experiment(self, name: str, *, outcome: str = "cleared", actor: str | None = None,
-                       detail: dict[str, Any] | None = None) -> Experiment:
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
-            ended = self._end_experiment(conn, model_id, name, outcome=outcome, actor=actor, detail=detail)
-            if self._current_alias(conn, model_id, CANDIDATE) == ended.candidate_version:
-                self._set_alias(conn, model_id, CANDIDATE, None, kind="clear", actor=actor,
-                                detail={"reason": f"A/B experiment {outcome}"})
-            return ended
-
-    def _end_experiment(self, conn: Connection, model_id: int, name: str, *, outcome: str,
-                        actor: str | None, detail: dict[str, Any] | None) -> Experiment:
-        running = self._active_experiment(conn, model_id, name)
-        if running is None:
-            raise ExperimentError(f"model {name!r} runs no A/B experiment")
-        now = utcnow()
-        conn.execute(update(schema.experiments).where(schema.experiments.c.id == running.id)
-                     .values(ended_at=now, outcome=outcome))
-        self._event(conn, model_id, "ab_end", version=running.candidate_version,
-                    previous=running.control_version, actor=actor,
-                    detail={"experiment": running.id, "outcome": outcome, **(detail or {})}, at=now)
-        return Experiment(**{**running.__dict__, "ended_at": now, "outcome": outcome})
-
-    def _active_experiment(self, conn: Connection, model_id: int, name: str) -> Experiment | None:
-        row = conn.execute(
-            select(schema.experiments).where(and_(
-                schema.experiments.c.model_id == model_id, schema.experiments.c.ended_at.is_(None),
-            )).order_by(schema.experiments.c.id.desc())
-        ).mappings().first()
-        if row is None:
-            return None
-        return Experiment(id=row["id"], model=name, control_version=row["control_version"],
-                          candidate_version=row["candidate_version"], candidate_weight=row["candidate_weight"],
-                          started_at=_aware(row["started_at"]))
-
-    def active_experiment(self, name: str) -> Experiment | None:
-        with schema.read(self.url) as conn:
-            return self._active_experiment(conn, self._model_id(conn, name), name)
-
-    def conclude_experiment(self, name: str, *, promote: bool, actor: str | None = None,
-                            detail: dict[str, Any] | None = None) -> Experiment:
-        """Ends the running experiment in one transaction: the candidate becomes production
-        (``promote``) or is marked rejected and production stays (rollback of the A/B)."""
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
-            running = self._active_experiment(conn, model_id, name)
-            if running is None:
-                raise ExperimentError(f"model {name!r} runs no A/B experiment")
-            outcome = "promoted" if promote else "rolled_back"
-            ended = self._end_experiment(conn, model_id, name, outcome=outcome, actor=actor, detail=detail)
-            if promote:
-                self._set_alias(conn, model_id, PRODUCTION, running.candidate_version, kind="promote",
-                                actor=actor, detail={"reason": "A/B experiment won", **(detail or {})})
-            else:
-                conn.execute(update(schema.versions).where(and_(
-                    schema.versions.c.model_id == model_id,
-                    schema.versions.c.version == running.candidate_version,
-                )).values(rejected=True))
-            if self._current_alias(conn, model_id, CANDIDATE) is not None:
-                self._set_alias(conn, model_id, CANDIDATE, None, kind="clear", actor=actor,
-                                detail={"reason": f"A/B experiment {outcome}"})
-            return ended
-
-    def serving_state(self, name: str) -> ServingState:
-        """One read for the inference service's poll."""
-        with schema.read(self.url) as conn:
-            model_id = self._model_id(conn, name)
-            return ServingState(model=name, production=self._current_alias(conn, model_id, PRODUCTION),
-                                experiment=self._active_experiment(conn, model_id, name))
-
-    # ------------------------------------------------------------------ live stats
-
-    def record_serving_stats(self, name: str, replica: str, windows: list[LiveStats], *,
-                             window_end: datetime | None = None) -> None:
-        """Appends one window of figures per version (called by the inference service)."""
-        windows = [w for w in windows if w.requests or w.labelled]
-        if not windows:
-            return
-        end = window_end or utcnow()
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name)
-            conn.execute(insert(schema.serving_stats), [
-                dict(model_id=model_id, version=w.version, replica=replica, window_end=end,
-                     requests=w.requests, errors=w.errors, latency_ms_sum=w.latency_ms_sum,
-                     latency_buckets=list(w.latency_buckets), labelled=w.labelled, correct=w.correct)
-                for w in windows
-            ])
-
-    def live_stats(self, name: str, version: int, *, since: datetime | None = None) -> LiveStats:
-        with schema.read(self.url) as conn:
-            model_id = self._model_id(conn, name)
-            query = select(schema.serving_stats).where(and_(
-                schema.serving_stats.c.model_id == model_id, schema.serving_stats.c.version == version,
-            ))
-            if since is not None:
-                query = query.where(schema.serving_stats.c.window_end >= since)
-            rows = conn.execute(query).mappings().all()
-        buckets = [0] * (len(schema.LATENCY_BUCKETS_MS) + 1)
-        totals = dict(requests=0, errors=0, latency_ms_sum=0.0, labelled=0, correct=0)
-        for row in rows:
-            for key in totals:
-                totals[key] += row[key]
-            for i, count in enumerate(row["latency_buckets"]):
-                buckets[i] += count
-        return LiveStats(version=version, latency_buckets=tuple(buckets), **totals)
-
-
-def checkpoint_digest(checkpoint: Path) -> str:
-    """sha256 over the names and bytes of every file in the checkpoint folder."""
-    import hashlib
-
-    if not checkpoint.is_dir():
-        raise CheckpointInvalidError(f"checkpoint folder {checkpoint} does not exist")
-    digest = hashlib.sha256()
-    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(checkpoint)).encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def read_checkpoint_info(checkpoint: Path) -> dict[str, Any]:
-    """Task and labels of a checkpoint folder, checked by loading it with ``ml.checkpoint``
-    (torch is imported here, on registration only)."""
-    if not checkpoint.is_dir():
-        raise CheckpointInvalidError(f"checkpoint folder {checkpoint} does not exist")
-    from ml.checkpoint import load_checkpoint
-    from ml.exceptions import MLError
-
-    try:
-        loaded = load_checkpoint(checkpoint)
-    except MLError as exc:
-        raise CheckpointInvalidError(f"{checkpoint} is not a usable checkpoint: {exc}") from exc
-    if loaded.meta.get("complete") is False:
-        # ml.train writes per-epoch snapshots marked incomplete while a run goes on.
-        raise CheckpointInvalidError(
-            f"{checkpoint} is a snapshot of a training run that has not finished "
-            f"(epoch {loaded.meta.get('epochs_completed', '?')} of {loaded.meta.get('epochs', '?')})")
-    return {"task": loaded.task, "labels": list(loaded.labels or [])}
