@@ -4,6 +4,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Benchmark-only packages (the dag-factory baseline) live in their own venv, never in the
+# one Airflow runs from.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
@@ -22,7 +26,15 @@ $(STAMP): requirements.txt pyproject.toml scripts/install-system.sh
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	# benchmark-only packages an older checkout installed here (pip install -r never removes)
+	$(PY) -m pip uninstall --quiet --yes dag-factory
 	touch $(STAMP)
+
+$(BENCH_STAMP): requirements.txt requirements-bench.txt constraints.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
 
 demo: install
 	$(PY) scripts/demo.py
@@ -34,13 +46,18 @@ test: install
 	  $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	  bash scripts/services.sh stop; exit $$rc
 
-bench: install
-	$(PY) bench/parse_pipelines.py 500 1000
+bench: install $(BENCH_STAMP)
+	$(PY) bench/parse_pipelines.py --dagfactory-python $(BENCH_VENV)/bin/python 500 1000
 	@for b in datasets quality continual serving; do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; fi; done
 
+# `make airflow`: the UI on http://$(HOST):$(PORT) (make variables, from the command line or the
+# environment); the embedded shape's Airflow settings are in scripts/airflow-env.sh.
+PORT ?= 8080
+HOST ?= 127.0.0.1
 airflow: install
-	$(VENV)/bin/airflow standalone
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" AIRFLOW__API__PORT="$(PORT)" AIRFLOW__API__HOST="$(HOST)" \
+	  bash scripts/airflow-ui.sh
 
 clean:
-	rm -rf .airflow .tp_home .services
+	rm -rf .airflow .tp_home .services $(BENCH_VENV)
