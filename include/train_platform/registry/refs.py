@@ -4,7 +4,7 @@
     model:NAME:vN        model:sensor-classifier:v3           (version 3)
     model:NAME:latest    the newest registered version
 
-Task inputs (``base_model``, ``model``), ``python -m ml.serving.score --model`` and
+Task inputs (``base_model``, ``model``), ``python -m ml.serving.batch_inference --model`` and
 ``tp model show`` take this form. ``ModelRef.parse`` reads it, ``str(ref)`` writes it, and
 ``resolve`` turns it into the registered version and the checkpoint folder that holds it.
 Commands that take the name and the version as two arguments (``tp model promote NAME 3``)
