@@ -11,9 +11,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT.parent / "shared" / "examples" / "incremental-learning-pipeline.yaml"
-if not EXAMPLE.exists():  # the example is also vendored in the dags folder
-    EXAMPLE = ROOT / "dags" / "pipelines" / "incremental-learning-pipeline.yaml"
+EXAMPLE = ROOT / "dags" / "pipelines" / "incremental-learning-pipeline.yaml"
 COMMAND_EXAMPLE = ROOT / "dags" / "pipelines" / "example-command-pipeline.yaml"
 LOADER = ROOT / "dags" / "train_platform_pipelines.py"
 BIN = Path(sys.executable).parent

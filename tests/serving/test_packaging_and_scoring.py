@@ -51,6 +51,33 @@ def test_packaging_builds_a_bento_with_service_pins_and_model(tp_home, checkpoin
 
 
 @pytest.mark.slow
+def test_packaging_an_unchanged_version_again_reuses_its_bento(tp_home, checkpoints, monkeypatch, caplog):
+    import logging
+
+    from train_platform.registry import ModelRegistry
+    from train_platform.registry import packaging
+    from train_platform.registry.bento_store import bento_store
+    from train_platform.settings import get_settings
+
+    caplog.set_level(logging.INFO, logger=packaging.__name__)
+    registry = ModelRegistry(get_settings())
+    registry.register("sensor", checkpoints["good"])
+    first = packaging.build_bento(registry, "sensor", "latest")
+    created = bento_store(get_settings()).get(first).info.creation_time
+    assert packaging.build_bento(registry, "sensor", "latest") == first  # used to fail: "already exists"
+    assert "up to date" in caplog.text
+    assert bento_store(get_settings()).get(first).info.creation_time == created
+    # Changed service code (here: a different package set) means a rebuilt Bento, same tag.
+    monkeypatch.setattr(packaging, "pinned_packages", lambda: ["numpy==0.0.0-other"])
+    monkeypatch.setattr(packaging, "build_digest", lambda packages: "changed")
+    caplog.clear()
+    assert packaging.build_bento(registry, "sensor", "latest") == first
+    assert "rebuilding" in caplog.text
+    rebuilt = bento_store(get_settings()).get(first)
+    assert rebuilt.info.creation_time > created and rebuilt.info.labels["build_digest"] == "changed"
+
+
+@pytest.mark.slow
 def test_batch_scoring_writes_one_prediction_per_sample(tp_home, checkpoints, tmp_path):
     from ml.checkpoint import load_checkpoint
     from ml.predict import predict

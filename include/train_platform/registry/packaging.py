@@ -4,10 +4,15 @@ The Bento holds the inference service (``ml/`` and the Airflow-free core it read
 registry with), the packages it imports pinned to the versions this platform is tested
 with, and the model version from the BentoML model store. Its tag is recorded on the
 version in the registry.
+
+Building is idempotent: a Bento whose model, packages and service code are unchanged is
+reused (a scheduled packaging task runs every day whether or not production changed); one
+whose code or packages changed is rebuilt under the same tag.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -60,14 +65,45 @@ def pinned_packages(names: tuple[str, ...] = SERVICE_PACKAGES) -> list[str]:
     return [pins[name] for name in sorted(pins)]
 
 
+def build_digest(packages: list[str]) -> str:
+    """sha256 over the service's source files (what INCLUDE takes) and its pinned packages:
+    equal digests mean an identical Bento for the same model."""
+    digest = hashlib.sha256()
+    for pattern in INCLUDE:
+        for path in sorted(PROJECT_ROOT.glob(pattern)):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes())
+    digest.update("\n".join(packages).encode())
+    return digest.hexdigest()
+
+
 def build_bento(registry: ModelRegistry, name: str, version: int | str, *, actor: str | None = None) -> str:
-    """Builds the Bento ``tp-<name>:v<version>`` and records it; returns the tag."""
+    """Builds the Bento ``tp-<name>:v<version>`` and records it; returns the tag. An existing
+    Bento of the same model, code and packages is reused instead."""
     found = registry.get(name, version)
     bentoml = bento_store.import_bentoml(registry.settings)
     from bentoml._internal.bento.build_config import BentoEnvSchema
     from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml.exceptions import NotFound
 
     models, bentos = bento_store.model_store(registry.settings), bento_store.bento_store(registry.settings)
+    packages = pinned_packages()
+    digest = build_digest(packages)
+    labels = {"model": name, "registry_version": str(found.version), "task": found.task,
+              "model_tag": str(found.bento_model_tag), "build_digest": digest[:63]}
+    tag = f"tp-{name}:v{found.version}"
+    try:
+        existing = bentos.get(tag)
+    except NotFound:
+        existing = None
+    if existing is not None:
+        if dict(existing.info.labels) == labels:
+            log.info("Bento %s is up to date (same model, code and packages): reusing it", tag)
+            if found.bento_tag != tag:
+                registry.record_bento(name, found.version, tag, actor=actor)
+            return tag
+        log.info("Bento %s exists but its model, code or packages changed: rebuilding it", tag)
+        bentos.delete(tag)
     try:
         # The build resolves the Bento's models through BentoML's global store; point it at
         # the registry's for the duration of the build.
@@ -76,11 +112,11 @@ def build_bento(registry: ModelRegistry, name: str, version: int | str, *, actor
                 SERVICE,
                 name=f"tp-{name}",
                 version=f"v{found.version}",
-                labels={"model": name, "registry_version": str(found.version), "task": found.task},
+                labels=labels,
                 description=f"Inference service for {name} version {found.version} (train-platform)",
                 include=INCLUDE,
                 exclude=EXCLUDE,
-                python={"packages": pinned_packages(), "lock_packages": False},
+                python={"packages": packages, "lock_packages": False},
                 models=[found.bento_model_tag],
                 envs=[BentoEnvSchema(name="TP_SERVE_MODEL", value=name),
                       BentoEnvSchema(name="PYTHONPATH", value="include")],
