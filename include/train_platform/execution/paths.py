@@ -1,7 +1,7 @@
 """Where a task's inputs and outputs live on each executor.
 
 A task names container paths (``/mnt/user/data/processed``) or refs
-(``tp://sensors@main``, ``s3://bucket/key``, ``aeon:BasicMotions``, ``model:name:version``). In a pod, paths are
+(``tp://sensors@main``, ``s3://bucket/key``, ``aeon:BasicMotions``, ``model:NAME:ALIAS|vN``). In a pod, paths are
 used as written and backed by the pipeline's storage mounts. On the local executor the same
 path maps to a stable folder under ``TP_HOME`` (through the mount that covers it, when one
 does), so the output of one task is the input of the next exactly as in a pod.
@@ -20,7 +20,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def is_ref(location: str) -> bool:
-    """Refs (``tp://…``, ``s3://…``, ``aeon:NAME``, ``model:NAME:VERSION``) pass through
+    """Refs (``tp://…``, ``s3://…``, ``aeon:NAME``, ``model:NAME:ALIAS|vN``) pass through
     untouched; only container paths are mapped."""
     return bool(_SCHEME.match(location))
 

@@ -98,7 +98,7 @@ class Resources(_Strict):
 
 class TaskInput(_Strict):
     name: str
-    # A path inside the task's container, or a ref (tp://dataset@branch, model:name:version, s3://...).
+    # A path inside the task's container, or a ref (tp://dataset@branch, model:NAME:ALIAS|vN, s3://...).
     source: str
 
 
