@@ -8,16 +8,23 @@ happens per request; this file is only the HTTP surface.
 ``POST /predict``  one sample ``{"sensor": [[c1, c2, ...], ...], "key": ..., optional
                    timestamps/text/image/audio}`` -> ``{"label", "confidence",
                    "probabilities", "model_version"}`` (classification; the matching fields
-                   for the other tasks). 400 bad input, 401 no/bad token, 503 overloaded.
+                   for the other tasks). 400 bad input or a field over its bound, 401
+                   no/bad token, 413 body too large, 503 overloaded.
 ``POST /feedback`` ``{"key", "label"}``: a confirmed label for an earlier keyed prediction;
-                   feeds the per-version accuracy the deployment step compares.
+                   feeds the per-version accuracy the deployment step compares. Counted
+                   once per prediction: a replay answers ``"duplicate": true``, another
+                   label for it 409; 404 no recent prediction with that key.
 ``GET /metrics``   Prometheus metrics (BentoML's endpoint; left open for the scraper).
+
+Every request body is capped at ``TP_SERVE_MAX_BODY_BYTES`` (4 MiB) by ``BodySizeLimit``,
+an ASGI middleware in front of BentoML's parsing: 413 before the body is read.
 """
 
 from __future__ import annotations
 
 import gc
 import hmac
+import json
 import logging
 from typing import Any
 
@@ -26,8 +33,9 @@ from starlette.responses import JSONResponse
 
 from ml.exceptions import InvalidInputError
 from ml.serving.batching import OverloadedError
+from ml.serving.cache import FeedbackStoreError
 from ml.serving.config import ServingConfig
-from ml.serving.runtime import ServingRuntime
+from ml.serving.runtime import FeedbackConflictError, ServingRuntime
 from train_platform.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,55 @@ def _workers() -> int:
     from ml.serving.config import ServingConfig
 
     return ServingConfig.workers_from_env()
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request whose body is over ``max_bytes`` gets 413 before anything
+    parses it. A ``Content-Length`` over the limit is answered at once, without reading the
+    body; a body without one (chunked) is read up to the limit and then handed on, or
+    answered 413 as soon as it passes the limit. Either way the connection is closed after a
+    413, since the rest of the body is never read."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send, size: str) -> None:
+        body = json.dumps({"error": f"request body of {size} bytes is over the limit of {self.max_bytes} "
+                                    f"bytes (TP_SERVE_MAX_BODY_BYTES)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        if length is not None:
+            # The HTTP server refuses a body longer or shorter than its Content-Length, so
+            # the header is all there is to check.
+            if length.isdigit() and int(length) > self.max_bytes:
+                return await self._refuse(send, length.decode())
+            return await self.app(scope, receive, send)
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self._refuse(send, f"over {self.max_bytes}")
+            messages.append(message)
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
 
 
 def _error(ctx: bentoml.Context, status: int, message: str, **headers: str) -> JSONResponse:
@@ -127,11 +184,22 @@ class InferenceService:
 
     @bentoml.api(route="/feedback")
     async def feedback(self, ctx: bentoml.Context, key: str, label: str) -> dict[str, Any]:
-        """Record the confirmed label of an earlier prediction made with this ``key``."""
+        """Record the confirmed label of an earlier prediction made with this ``key``; once
+        per prediction (a replay answers ``"duplicate": true`` and counts nothing)."""
         denied = self._unauthorized(ctx)
         if denied is not None:
             return denied
         try:
             return await self.runtime.feedback(key, label)
+        except InvalidInputError as exc:
+            return _error(ctx, 400, str(exc))
         except KeyError:
-            return _error(ctx, 404, f"no recent prediction for key {key!r}")
+            return _error(ctx, 404, f"no recent prediction for key {key[:64]!r}")
+        except FeedbackConflictError as exc:
+            return _error(ctx, 409, str(exc))
+        except FeedbackStoreError as exc:
+            log.error("feedback for key %r not recorded: %s", key[:64], exc)
+            return _error(ctx, 503, "the prediction log is unavailable, retry later", **{"Retry-After": "1"})
+
+
+InferenceService.add_asgi_middleware(BodySizeLimit, max_bytes=ServingConfig.max_body_bytes_from_env())

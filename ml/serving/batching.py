@@ -12,7 +12,12 @@ two knobs, ``max_batch_size`` and ``max_latency_ms``:
   (``OverloadedError``, HTTP 503) rather than letting the queue grow without bound.
 
 Batches run on one dedicated thread, so the event loop keeps accepting requests while the
-model computes; requests for different model versions (A/B) are grouped per version.
+model computes. Each job carries a group key and a batch holds one group only: the runtime
+groups by model version (A/B) and by the shape of the input (which optional fields are set,
+the image frame size), since one batch is one set of stacked tensors.
+
+One request never fails another: when a batch of several raises, each of its items is run
+again alone, so the item that caused the error gets it and the others get their answers.
 """
 
 from __future__ import annotations
@@ -100,21 +105,44 @@ class AdaptiveBatcher:
             if not batch:
                 continue
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_batch, group, [job.item for job in batch])
-            except Exception as exc:  # the whole batch failed: every caller gets the error
-                log.exception("batch of %d for %s failed", len(batch), group)
+                results = await self._run(loop, group, batch)
+            except Exception as exc:
+                if len(batch) == 1:  # the caller gets the error (and logs it if it is the server's)
+                    _fail(batch[0], exc)
+                    continue
+                # Which item caused it is unknown: run each alone, so only that one fails.
+                log.warning("a batch of %d for %s failed (%r); running its requests one by one",
+                            len(batch), group, exc)
                 for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                    try:
+                        (result,) = await self._run(loop, group, [job])
+                    except Exception as single:
+                        _fail(job, single)
+                    else:
+                        _succeed(job, result)
                 continue
-            if self._on_batch is not None:
-                self._on_batch(group, len(batch))
             for job, result in zip(batch, results):
-                if not job.future.done():
-                    job.future.set_result(result)
+                _succeed(job, result)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, group: Hashable, batch: list[_Job]) -> Sequence[Any]:
+        results = await loop.run_in_executor(self._executor, self._run_batch, group, [job.item for job in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
+        if self._on_batch is not None:
+            self._on_batch(group, len(batch))
+        return results
 
     def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _fail(job: _Job, exc: BaseException) -> None:
+    if not job.future.done():
+        job.future.set_exception(exc)
+
+
+def _succeed(job: _Job, result: Any) -> None:
+    if not job.future.done():
+        job.future.set_result(result)

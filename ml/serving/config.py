@@ -51,8 +51,16 @@ class ServingConfig:
     stats_flush_s: float = 5.0
     # Cached predictions expire after an hour: inputs repeat within a session, not for days.
     cache_ttl_s: int = 3600
-    # In-process cache size when no Redis is configured (~1 KB per entry).
+    # In-process cache when no Redis is configured: at most this many entries and this many
+    # bytes (keys and answers as Python sizes them, plus a fixed per-entry overhead), the
+    # least recently used going first. A classification answer takes ~1 KB, so 20k entries
+    # fit in the 32 MiB; an anomaly answer of a long series can take hundreds of KB, which is
+    # why the bound is in bytes and not only in entries.
     local_cache_entries: int = 20_000
+    local_cache_bytes: int = 32 * 1024 * 1024
+    # Answers bigger than this are not cached at all (Redis or in-process): one long anomaly
+    # series would otherwise evict thousands of small answers.
+    cache_max_entry_bytes: int = 256 * 1024
     # Remembered predictions per key, so /feedback can score confirmed labels (a week).
     feedback_ttl_s: int = 7 * 24 * 3600
     # One core for the model thread, the other for the HTTP event loop (2-core machines).
@@ -63,6 +71,32 @@ class ServingConfig:
     # 50k values is ~500 requests of 100 steps, minutes of traffic on a busy endpoint.
     drift_window: int = 50_000
 
+    # Bounds on a request, checked before anything is converted (ml/serving/limits.py); the
+    # model's own limits (its max_len, max_text_len, max_frames, max_audio_len, channel
+    # count) apply after them, so the tighter of the two wins. A request over one gets 400
+    # naming the field, the bound and its variable. The body itself is capped in bytes
+    # before it is parsed (HTTP 413): TP_SERVE_MAX_BODY_BYTES, read by ml/service.py.
+    # Time steps per sample: ten times the default model's max_len, so anomaly scoring
+    # (which slides windows and has no model bound) stays at seconds of CPU per request.
+    max_steps: int = 10_000
+    # Sensor channels per step: the model's channel count must match anyway; this bounds
+    # what is looked at before that check.
+    max_channels: int = 256
+    # Text tokens (UTF-8 bytes of a string, or token ids): 16x the default max_text_len.
+    max_text_tokens: int = 4096
+    # Image frames per sample (the default model's max_frames), colour channels per frame,
+    # and pixels per side. The largest sample, 16 x 4 x 128 x 128 values, is 4 MB of
+    # float32 and ~0.5 GB of activations in a batch of 64: raise the side together with a
+    # smaller TP_SERVE_MAX_BATCH_SIZE.
+    max_frames: int = 16
+    max_image_channels: int = 4
+    max_image_side: int = 128
+    # Audio samples: 6 s at 16 kHz (the default model takes 2 s).
+    max_audio_samples: int = 96_000
+    # Characters of a request's `key` and of a feedback `label`: both are stored per
+    # keyed prediction (Redis or the feedback log), so they must stay small.
+    max_key_chars: int = 256
+
     @staticmethod
     def workers_from_env(env: dict[str, str] | None = None) -> int:
         """Worker processes per replica. Two by default: on the 2-core nodes this targets,
@@ -70,6 +104,14 @@ class ServingConfig:
         before its model thread does, so a second process nearly doubles what a replica
         serves; each still batches its own half of the traffic."""
         return _int(dict(os.environ if env is None else env), "TP_SERVE_WORKERS", 2, 1)
+
+    @staticmethod
+    def max_body_bytes_from_env(env: dict[str, str] | None = None) -> int:
+        """Largest request body accepted, in bytes (``TP_SERVE_MAX_BODY_BYTES``); a bigger
+        one gets 413 before it is read. 4 MiB by default: a 100-step, 6-channel sample is
+        ~12 KB of JSON, and the largest image sample the default bounds allow (16 frames of
+        128 x 128) is ~1.3 MB written as small integers."""
+        return _int(dict(os.environ if env is None else env), "TP_SERVE_MAX_BODY_BYTES", 4 * 1024 * 1024, 1024)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "ServingConfig":
@@ -89,4 +131,14 @@ class ServingConfig:
             torch_threads=_int(env, "TP_SERVE_TORCH_THREADS", cls.torch_threads, 1),
             drift_every=_int(env, "TP_SERVE_DRIFT_EVERY", cls.drift_every, 1),
             drift_window=_int(env, "TP_SERVE_DRIFT_WINDOW", cls.drift_window, 100),
+            local_cache_bytes=_int(env, "TP_SERVE_LOCAL_CACHE_BYTES", cls.local_cache_bytes, 0),
+            cache_max_entry_bytes=_int(env, "TP_SERVE_CACHE_MAX_ENTRY_BYTES", cls.cache_max_entry_bytes, 0),
+            max_steps=_int(env, "TP_SERVE_MAX_STEPS", cls.max_steps, 1),
+            max_channels=_int(env, "TP_SERVE_MAX_CHANNELS", cls.max_channels, 1),
+            max_text_tokens=_int(env, "TP_SERVE_MAX_TEXT_TOKENS", cls.max_text_tokens, 1),
+            max_frames=_int(env, "TP_SERVE_MAX_FRAMES", cls.max_frames, 1),
+            max_image_channels=_int(env, "TP_SERVE_MAX_IMAGE_CHANNELS", cls.max_image_channels, 1),
+            max_image_side=_int(env, "TP_SERVE_MAX_IMAGE_SIDE", cls.max_image_side, 4),
+            max_audio_samples=_int(env, "TP_SERVE_MAX_AUDIO_SAMPLES", cls.max_audio_samples, 1),
+            max_key_chars=_int(env, "TP_SERVE_MAX_KEY_CHARS", cls.max_key_chars, 1),
         )

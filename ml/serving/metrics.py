@@ -1,7 +1,8 @@
 """Prometheus metrics of the inference service, served by BentoML at ``/metrics``.
 
-Defined through ``bentoml.metrics`` so they join BentoML's multiprocess registry. Every
-series carries the model version, which is what A/B comparisons and rollbacks look at.
+Defined through ``bentoml.metrics`` so they join BentoML's multiprocess registry. The
+request series carry the model version, which is what A/B comparisons and rollbacks look
+at; the gauges say what each worker holds (cache size) and routes to (versions).
 """
 
 from __future__ import annotations
@@ -47,4 +48,30 @@ CONFIRMED = bentoml.metrics.Counter(
     name="tp_confirmed_predictions_total",
     documentation="Predictions later confirmed by a human label, by correctness",
     labelnames=["model", "version", "correct"],
+)
+FEEDBACK = bentoml.metrics.Counter(
+    name="tp_feedback_total",
+    documentation="Confirmed labels sent to /feedback by outcome: counted (the first for its "
+                  "prediction), duplicate (the same label again), conflict (another label), "
+                  "unknown (no recent prediction with that key)",
+    labelnames=["model", "outcome"],
+)
+CACHE_ENTRIES = bentoml.metrics.Gauge(
+    name="tp_cache_local_entries",
+    documentation="Entries of the in-process prediction cache, summed over live workers (0 with Redis)",
+    labelnames=["model"],
+    multiprocess_mode="livesum",
+)
+CACHE_BYTES = bentoml.metrics.Gauge(
+    name="tp_cache_local_bytes",
+    documentation="Bytes held by the in-process prediction cache, summed over live workers (0 with Redis)",
+    labelnames=["model"],
+    multiprocess_mode="livesum",
+)
+SERVED_VERSION = bentoml.metrics.Gauge(
+    name="tp_served_version",
+    documentation="Version each live worker routes to, by role: production, and candidate "
+                  "(0 when no A/B experiment runs); one series per worker process (pid label)",
+    labelnames=["model", "role"],
+    multiprocess_mode="liveall",
 )

@@ -1,5 +1,6 @@
 """Everything the inference service does besides HTTP: follow the registry, keep the served
-versions loaded, route, validate, cache, batch, predict, record metrics and live stats.
+versions loaded, route, check bounds, validate, cache, batch, predict, record metrics and
+live stats, and score confirmed labels.
 
 ``ml/service.py`` wraps one ``ServingRuntime`` per worker process in a BentoML service.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -17,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from ml.exceptions import InvalidInputError
 from ml.serving import metrics
 from ml.serving.batching import AdaptiveBatcher, OverloadedError
-from ml.serving.cache import PredictionCache, input_hash
+from ml.serving.cache import PredictionCache, input_hash, prediction_log
 from ml.serving.config import ServingConfig
 from ml.serving.drift import DriftMonitor
+from ml.serving.limits import check_feedback_request, check_predict_request
 from ml.serving.routing import choose_version
 from ml.serving.stats import StatsCollector
 from train_platform.registry import ModelRef, ModelRegistry, RegistryError, ServingState, resolve
@@ -30,8 +33,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class NoProductionVersionError(RegistryError):
     """The model has no ``production`` alias, so there is nothing to serve."""
+
+
+class FeedbackConflictError(ValueError):
+    """The prediction logged for a key was already confirmed with another label (HTTP 409)."""
+
+
+def batch_group(version: int, sample: ValidatedSample) -> tuple:
+    """What requests must share to be stacked into one forward pass: the version, which
+    optional fields are set (``ml.collate`` builds a field's tensor for the whole batch, and
+    uses timestamps only when every sample has them) and the image frame size (frames are
+    stacked, not padded)."""
+    image = sample.image.shape[1:] if sample.image is not None else None
+    return (version, sample.timestamps is not None, sample.text is not None, image, sample.audio is not None)
 
 
 @dataclass
@@ -61,13 +78,17 @@ class ServingRuntime:
             self.loaded[version] = self._load(version)
         self.cache = PredictionCache(self.model, redis_url=settings.redis_url, ttl_s=config.cache_ttl_s,
                                      local_entries=config.local_cache_entries,
-                                     feedback_ttl_s=config.feedback_ttl_s)
+                                     local_bytes=config.local_cache_bytes,
+                                     max_entry_bytes=config.cache_max_entry_bytes)
+        self.prediction_log = prediction_log(self.model, redis_url=settings.redis_url, home=settings.home,
+                                             ttl_s=config.feedback_ttl_s)
         self.stats = StatsCollector()
         self.batcher = AdaptiveBatcher(self._run_batch, max_batch_size=config.max_batch_size,
                                        max_latency_ms=config.max_latency_ms, on_batch=self._on_batch)
         self._tasks: list[asyncio.Task] = []
-        log.info("serving %s: production v%d%s, cache %s", self.model, self.state.production,
-                 self._describe_experiment(self.state), self.cache.backend)
+        self._publish_state(self.state)
+        log.info("serving %s: production v%d%s, cache %s, prediction log %s", self.model, self.state.production,
+                 self._describe_experiment(self.state), self.cache.backend, self.prediction_log.backend)
 
     # ------------------------------------------------------------------ versions
 
@@ -84,6 +105,11 @@ class ServingRuntime:
         if exp is None:
             return ""
         return f", A/B v{exp.control_version} vs v{exp.candidate_version} at {exp.candidate_weight:.0%}"
+
+    def _publish_state(self, state: ServingState) -> None:
+        metrics.SERVED_VERSION.labels(model=self.model, role="production").set(state.production)
+        candidate = state.experiment.candidate_version if state.experiment is not None else 0
+        metrics.SERVED_VERSION.labels(model=self.model, role="candidate").set(candidate)
 
     def _load(self, version: int) -> LoadedVersion:
         from ml.checkpoint import load_checkpoint
@@ -106,6 +132,7 @@ class ServingRuntime:
             if version not in self.loaded:
                 self.loaded[version] = await asyncio.to_thread(self._load, version)
         previous, self.state = self.state, state
+        self._publish_state(state)
         # The previous state's versions stay loaded: requests already routed to them finish,
         # and a rollback switches back without loading anything.
         keep = set(self._wanted(state)) | set(self._wanted(previous))
@@ -153,21 +180,23 @@ class ServingRuntime:
             log.exception("%s: final live-stats flush failed", self.model)
         self.batcher.close()
         await self.cache.close()
+        await self.prediction_log.close()
 
     # ------------------------------------------------------------------ requests
 
-    def _run_batch(self, version: int, samples: list[ValidatedSample]) -> list[dict]:
+    def _run_batch(self, group: tuple, samples: list[ValidatedSample]) -> list[dict]:
         from ml.predict import predict_validated
 
-        return predict_validated(self.loaded[version].checkpoint, samples)
+        return predict_validated(self.loaded[group[0]].checkpoint, samples)
 
-    def _on_batch(self, version: int, size: int) -> None:
-        metrics.BATCH_SIZE.labels(model=self.model, version=str(version)).observe(size)
+    def _on_batch(self, group: tuple, size: int) -> None:
+        metrics.BATCH_SIZE.labels(model=self.model, version=str(group[0])).observe(size)
 
     async def predict(self, body: dict[str, Any], key: str | None) -> dict[str, Any]:
         """One sample's fields as sent -> the answer of the routed version, with
-        ``model_version`` added. The sample is validated once, against the routed version;
-        the cache key, the batch and the drift monitor all take the ``ValidatedSample``.
+        ``model_version`` added. The fields' sizes are checked against the service's bounds,
+        then the sample is validated once, against the routed version; the cache key, the
+        batch and the drift monitor all take the ``ValidatedSample``.
 
         Raises ``InvalidInputError`` (the caller's fault, HTTP 400) or ``OverloadedError``
         (HTTP 503); any other exception is a server error and counts against the version.
@@ -180,6 +209,7 @@ class ServingRuntime:
         loaded = self.loaded[version]
         labels = dict(model=self.model, version=str(version))
         try:
+            check_predict_request(body, key, self.config)
             sample = validate_sample(loaded.checkpoint, body)
         except InvalidInputError:
             metrics.REQUESTS.labels(outcome="bad_input", **labels).inc()
@@ -189,19 +219,32 @@ class ServingRuntime:
         metrics.CACHE.labels(result="miss" if result is None else "hit", **labels).inc()
         if result is None:
             try:
-                result = await self.batcher.submit(version, sample)
+                result = await self.batcher.submit(batch_group(version, sample), sample)
+            except InvalidInputError:  # found by the model code (run alone, see batching.py)
+                metrics.REQUESTS.labels(outcome="bad_input", **labels).inc()
+                raise
             except OverloadedError:
                 metrics.REQUESTS.labels(outcome="overloaded", **labels).inc()
                 self.stats.failed(version)
                 raise
             except Exception:
+                log.exception("%s v%d: prediction failed", self.model, version)
                 metrics.REQUESTS.labels(outcome="error", **labels).inc()
                 self.stats.failed(version)
                 raise
+            if not _finite(result):
+                # Finite inputs far outside the training range overflow the normalisation;
+                # the answer would be NaN with an arbitrary label. Not cached.
+                metrics.REQUESTS.labels(outcome="bad_input", **labels).inc()
+                raise InvalidInputError("the model's answer for this input is not finite: its values are "
+                                        "too far outside the range the model was trained on")
             await self.cache.put(version, digest, result)
+            if self.cache.backend == "memory":
+                metrics.CACHE_ENTRIES.labels(model=self.model).set(self.cache.entries)
+                metrics.CACHE_BYTES.labels(model=self.model).set(self.cache.size_bytes)
         self._observe(loaded, sample, result, labels)
         if key:
-            await self.cache.log_prediction(key, version, _prediction_value(result))
+            await self.prediction_log.record(key, version, _prediction_value(result))
         elapsed = time.perf_counter() - started
         metrics.REQUESTS.labels(outcome="ok", **labels).inc()
         metrics.LATENCY.labels(**labels).observe(elapsed)
@@ -230,16 +273,42 @@ class ServingRuntime:
                 for channel, value in enumerate(loaded.drift.values()):
                     metrics.DRIFT.labels(channel=str(channel), **labels).set(value)
 
-    async def feedback(self, key: str, label: Any) -> dict[str, Any]:
-        """Scores the prediction made for ``key`` against a confirmed label."""
-        logged = await self.cache.logged_prediction(key)
-        if logged is None:
+    async def feedback(self, key: str, label: str) -> dict[str, Any]:
+        """Scores the prediction made for ``key`` against a confirmed label, once per
+        prediction: a replay of the same label answers as the first time with
+        ``"duplicate": true`` and counts nothing.
+
+        Raises ``InvalidInputError`` (over a bound, HTTP 400), ``KeyError`` (no recent
+        prediction with that key, 404), ``FeedbackConflictError`` (already confirmed with
+        another label, 409) or ``cache.FeedbackStoreError`` (the log is unreachable, 503).
+        """
+        check_feedback_request(key, label, self.config)
+        found = await self.prediction_log.confirm(key, label)
+        if found is None:
+            metrics.FEEDBACK.labels(model=self.model, outcome="unknown").inc()
             raise KeyError(key)
-        version = int(logged["version"])
-        correct = str(logged["prediction"]) == str(label)
-        self.stats.confirmed(version, correct)
-        metrics.CONFIRMED.labels(model=self.model, version=str(version), correct=str(correct).lower()).inc()
-        return {"key": key, "model_version": version, "prediction": logged["prediction"], "correct": correct}
+        metrics.FEEDBACK.labels(model=self.model, outcome=found.outcome).inc()
+        if found.outcome == "conflict":
+            raise FeedbackConflictError(
+                f"the prediction for key {key!r} was already confirmed as {found.label!r}; "
+                f"{label!r} is not counted")
+        correct = str(found.prediction) == found.label
+        if found.outcome == "counted":
+            self.stats.confirmed(found.version, correct)
+            metrics.CONFIRMED.labels(model=self.model, version=str(found.version), correct=str(correct).lower()).inc()
+        return {"key": key, "model_version": found.version, "prediction": found.prediction, "correct": correct,
+                "duplicate": found.outcome == "duplicate"}
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number in an answer (nested dicts and lists) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _prediction_value(result: dict[str, Any]) -> Any:

@@ -5,42 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 
-from tests.serving.conftest import TOKEN
+from tests.serving.conftest import TOKEN, wait_until_every_worker
+from tests.serving.helpers import metric, post, raw_http, request_head
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
-
-
-def post(url: str, body, token: str | None = TOKEN, raw: bool = False) -> tuple[int, dict, dict]:
-    data = body if raw else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}"), dict(err.headers)
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    """Sum of a Prometheus series over every label set containing ``labels``."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 def direct(checkpoint_dir, sensor: list) -> dict:
@@ -50,33 +22,15 @@ def direct(checkpoint_dir, sensor: list) -> dict:
     return predict(load_checkpoint(checkpoint_dir), [{"sensor": sensor}])[0]
 
 
-def wait_for_version(served, version: int, timeout: float = 10.0) -> None:
-    """Until the server answers from ``version``; then, as in ``wait_for_split``, a few poll
-    periods more so that every worker process has switched, not only the one that answered."""
-    sensor = served.samples(1, seed=999)[0][0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body, _ = post(f"{served.url}/predict", {"sensor": sensor})
-        if status == 200 and body["model_version"] == version:
-            time.sleep(1.0)
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the server did not switch to version {version} within {timeout} s")
+def wait_for_version(served, version: int) -> None:
+    """Until every worker process serves ``version`` alone (production, no experiment)."""
+    wait_until_every_worker(served, "production", version)
+    wait_until_every_worker(served, "candidate", 0)
 
 
-def wait_for_split(served, timeout: float = 10.0) -> None:
-    """Until every worker routes by the split: one worker answering from the candidate shows
-    the experiment reached the registry; the others poll it every 0.2 s here, so a few more
-    poll periods (generous under load) let them all catch up."""
-    sensor = served.samples(1, seed=998)[0][0]
-    deadline = time.monotonic() + timeout
-    probe = 0
-    while time.monotonic() < deadline:
-        probe += 1
-        if post(f"{served.url}/predict", {"sensor": sensor, "key": f"probe-{probe}"})[1]["model_version"] != 1:
-            time.sleep(1.0)
-            return
-    raise AssertionError(f"no request reached the candidate within {timeout} s")
+def wait_for_split(served, candidate: int) -> None:
+    """Until every worker process routes by the experiment with ``candidate``."""
+    wait_until_every_worker(served, "candidate", candidate)
 
 
 async def _many(url: str, bodies: list[dict], concurrency: int = 16) -> list[tuple[int, dict]]:
@@ -185,7 +139,7 @@ def test_alias_switch_takes_effect_without_a_restart(served):
 def test_ab_split_follows_the_weight_and_sticks_per_key(served):
     served.registry.start_experiment(served.name, 2, weight=0.3)
     try:
-        wait_for_split(served)
+        wait_for_split(served, 2)
         before = {v: metric(served.url, "tp_predict_requests_total", version=str(v), outcome="ok") for v in (1, 2)}
         sensors, _ = served.samples(1000, seed=8)
         answers = many(f"{served.url}/predict", [{"sensor": s, "key": f"user-{i}"} for i, s in enumerate(sensors)])
@@ -231,20 +185,22 @@ def _traffic_with_feedback(served, n: int, seed: int) -> None:
     assert {status for status, _ in confirmed} == {200}
 
 
-def _settle(served, at_least: int, timeout: float = 30.0) -> None:
+def _settle(served, sent: int, timeout: float = 30.0) -> None:
     """Until every worker's live stats for the running experiment reached the registry: the
-    arms' request totals are at least ``at_least`` and stop moving over a few flush periods
-    (each worker flushes every 0.3 s here; under load one may lag)."""
+    arms hold the ``sent`` keyed requests and their ``sent`` confirmed labels (each worker
+    flushes every 0.3 s here)."""
     experiment = served.registry.active_experiment(served.name)
     arms = (experiment.control_version, experiment.candidate_version)
-    deadline, last = time.monotonic() + timeout, -1
-    while time.monotonic() < deadline:
-        total = sum(served.registry.live_stats(served.name, v, since=experiment.started_at).requests for v in arms)
-        if total >= at_least and total == last:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = [served.registry.live_stats(served.name, v, since=experiment.started_at) for v in arms]
+        requests, labelled = sum(s.requests for s in stats), sum(s.labelled for s in stats)
+        if requests >= sent and labelled >= sent:
             return
-        last = total
-        time.sleep(1.0)
-    raise AssertionError(f"live stats did not settle within {timeout} s (last total {last})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"live stats did not reach {sent} requests and labels within {timeout} s "
+                                 f"({requests} requests, {labelled} labels)")
+        time.sleep(0.1)
 
 
 def _run_deploy_task(served, tmp_path, params: dict) -> dict:
@@ -273,7 +229,7 @@ def test_the_deployment_task_rolls_back_a_worse_candidate_and_promotes_a_better_
     # Day 1: v2 (trained on wrong labels) passed its gate and is newer than production: A/B.
     assert _run_deploy_task(served, tmp_path, params)["action"] == "ab_started"
     assert served.registry.active_experiment(served.name).candidate_version == 2
-    wait_for_split(served)
+    wait_for_split(served, 2)
     _traffic_with_feedback(served, 120, seed=11)
     _settle(served, 120)
     # Day 2: the candidate is worse on confirmed labels: rolled back by itself.
@@ -286,7 +242,7 @@ def test_the_deployment_task_rolls_back_a_worse_candidate_and_promotes_a_better_
     # A better candidate: v3, the good model retrained (same weights), gate passed.
     served.registry.register(served.name, served.checkpoints["good"], gate_status="passed")
     assert _run_deploy_task(served, tmp_path, params)["action"] == "ab_started"
-    wait_for_split(served)
+    wait_for_split(served, 3)
     _traffic_with_feedback(served, 120, seed=12)
     _settle(served, 120)
     day4 = _run_deploy_task(served, tmp_path, params)
@@ -300,6 +256,42 @@ def test_the_deployment_task_rolls_back_a_worse_candidate_and_promotes_a_better_
                      ("ab_start", 3, None), ("ab_end", 3, "promoted")]
     moves = [(e.kind, e.previous_version, e.version) for e in served.registry.history(served.name, alias="production")]
     assert moves[-1] == ("promote", 1, 3)
+
+
+def test_feedback_with_redis_counts_a_replayed_label_once(served):
+    import redis
+
+    sensors, labels = served.samples(20, seed=30)
+    keys = [f"redis-fb-{i}" for i in range(len(sensors))]
+    counted = metric(served.url, "tp_feedback_total", outcome="counted")
+    duplicates = metric(served.url, "tp_feedback_total", outcome="duplicate")
+    confirmed = metric(served.url, "tp_confirmed_predictions_total")
+    answers = many(f"{served.url}/predict", [{"sensor": s, "key": k} for s, k in zip(sensors, keys)])
+    assert {status for status, _ in answers} == {200}
+    replies = many(f"{served.url}/feedback", [{"key": k, "label": y} for k, y in zip(keys, labels)] * 3)
+    assert {status for status, _ in replies} == {200}
+    assert sorted(r["duplicate"] for _, r in replies) == [False] * 20 + [True] * 40
+    assert metric(served.url, "tp_feedback_total", outcome="counted") == counted + 20
+    assert metric(served.url, "tp_feedback_total", outcome="duplicate") == duplicates + 40
+    assert metric(served.url, "tp_confirmed_predictions_total") == confirmed + 20
+    # The log entry in Redis holds the label that counted.
+    entry = redis.Redis.from_url(served.redis_url).hgetall(f"tp:fb:{served.name}:{keys[0]}")
+    assert entry[b"confirmed"].decode() == labels[0] and int(entry[b"version"]) == 1
+    other = next(c for c in ("low", "high", "rising", "falling") if c != labels[0])
+    status, answer, _ = post(f"{served.url}/feedback", {"key": keys[0], "label": other})
+    assert status == 409 and f"already confirmed as {labels[0]!r}" in answer["error"]
+    assert metric(served.url, "tp_confirmed_predictions_total") == confirmed + 20
+
+
+def test_default_bounds_body_size_and_image_side(served):
+    # Defaults: 4 MiB of body, 128 pixels per image side.
+    status, answer = raw_http(served.url, request_head(served.url, f"Content-Length: {4 * 1024 * 1024 + 1}\r\n"))
+    assert status == 413 and "over the limit of 4194304 bytes (TP_SERVE_MAX_BODY_BYTES)" in answer["error"]
+    sensor = served.samples(1, seed=31)[0][0]
+    status, answer, _ = post(f"{served.url}/predict", {"sensor": sensor, "image": np.zeros((1, 129, 8)).tolist()})
+    assert status == 400
+    assert answer["error"] == ("image: 129 pixels of frame height, the service takes at most 128 "
+                               "(TP_SERVE_MAX_IMAGE_SIDE)")
 
 
 def test_the_runtime_validates_each_request_once_and_batches_the_validated_sample(tp_home, checkpoints, monkeypatch):
