@@ -49,9 +49,9 @@ def check_predict_request(body: dict[str, Any], key: str | None, config: Serving
         steps = len(sensor)
         if steps > config.max_steps:
             raise _over("sensor", "time steps", steps, config.max_steps, "TP_SERVE_MAX_STEPS")
-        widest = max((len(row) for row in sensor if isinstance(row, list)), default=0)
-        if widest > config.max_channels:
-            raise _over("sensor", "channels per time step", widest, config.max_channels, "TP_SERVE_MAX_CHANNELS")
+        channels = len(sensor[0]) if steps and isinstance(sensor[0], list) else 0
+        if channels > config.max_channels:
+            raise _over("sensor", "channels per time step", channels, config.max_channels, "TP_SERVE_MAX_CHANNELS")
     timestamps = body.get("timestamps")
     if isinstance(timestamps, list) and len(timestamps) > config.max_steps:
         raise _over("timestamps", "values", len(timestamps), config.max_steps, "TP_SERVE_MAX_STEPS")

@@ -58,13 +58,15 @@ FEEDBACK = bentoml.metrics.Counter(
 )
 CACHE_ENTRIES = bentoml.metrics.Gauge(
     name="tp_cache_local_entries",
-    documentation="Entries of the in-process prediction cache, summed over live workers (0 with Redis)",
+    documentation="Entries of the in-process prediction cache, summed over live workers, as of "
+                  "their last stats flush (0 with Redis)",
     labelnames=["model"],
     multiprocess_mode="livesum",
 )
 CACHE_BYTES = bentoml.metrics.Gauge(
     name="tp_cache_local_bytes",
-    documentation="Bytes held by the in-process prediction cache, summed over live workers (0 with Redis)",
+    documentation="Bytes held by the in-process prediction cache, summed over live workers, as of "
+                  "their last stats flush (0 with Redis)",
     labelnames=["model"],
     multiprocess_mode="livesum",
 )

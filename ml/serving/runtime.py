@@ -149,7 +149,13 @@ class ServingRuntime:
             except Exception:  # a registry hiccup must not stop serving the current state
                 log.exception("%s: registry poll failed; keeping the current versions", self.model)
 
+    def publish_cache_size(self) -> None:
+        """Sets the in-process cache's gauges (every stats flush; 0 with Redis)."""
+        metrics.CACHE_ENTRIES.labels(model=self.model).set(self.cache.entries)
+        metrics.CACHE_BYTES.labels(model=self.model).set(self.cache.size_bytes)
+
     async def flush_stats(self) -> None:
+        self.publish_cache_size()
         windows = self.stats.drain()
         if not windows:
             return
@@ -239,9 +245,6 @@ class ServingRuntime:
                 raise InvalidInputError("the model's answer for this input is not finite: its values are "
                                         "too far outside the range the model was trained on")
             await self.cache.put(version, digest, result)
-            if self.cache.backend == "memory":
-                metrics.CACHE_ENTRIES.labels(model=self.model).set(self.cache.entries)
-                metrics.CACHE_BYTES.labels(model=self.model).set(self.cache.size_bytes)
         self._observe(loaded, sample, result, labels)
         if key:
             await self.prediction_log.record(key, version, _prediction_value(result))
