@@ -137,6 +137,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_json(p)
     p.set_defaults(func=cmd_expire)
 
+    from train_platform.cli import dataset_check
+
+    dataset_check.register(commands)
+
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     if getattr(args, "json", False):
