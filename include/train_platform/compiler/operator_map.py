@@ -22,6 +22,7 @@ OPERATORS: dict[str, str] = {
     "deployment": "operators.deployment:DeploymentOperator",
     "packaging": "operators.packaging:PackagingOperator",
     "batch_inference": "operators.batch_inference:BatchInferenceOperator",
+    "annotation_check": "operators.annotation_check:AnnotationCheckOperator",
 }
 
 if set(OPERATORS) != set(TASK_TYPES):  # a type added to the spec without an operator, or the reverse
