@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.pipelines.helpers import COMMAND_EXAMPLE, EXAMPLE, write
+from tests.pipelines.helpers import COMMAND_EXAMPLE, EXAMPLE, minimal, write
 from train_platform.cli import main
 from train_platform.compiler.compiler import build_dag
 from train_platform.compiler.plan import describe
@@ -81,7 +82,7 @@ def test_task_fields_reach_the_operators(tmp_path, tp_home):
     path = write(tmp_path / "p.yaml", """
     apiVersion: train-platform/v1
     kind: Pipeline
-    metadata: {name: fields, version: "2.1.0", owner: alice, description: "Line one\\nmore", tags: [team-a]}
+    metadata: {name: fields, version: "2.1.0", owner: alice, description: "Line one,\\nstill the first sentence. Then more", tags: [team-a]}
     spec:
       schedule: "0 3 * * *"
       default_args: {retries: 4, retry_delay: 2m}
@@ -112,7 +113,8 @@ def test_task_fields_reach_the_operators(tmp_path, tp_home):
     assert a.execution_timeout.total_seconds() == 3600 and a.retry_delay.total_seconds() == 30
     assert b.retries == 0 and b.retry_delay.total_seconds() == 120 and b.runner == "local"
     assert dag.owner == "alice" and "team-a" in dag.tags
-    assert dag.description == "Line one (v2.1.0)"
+    # the first sentence, across the line break of its paragraph
+    assert dag.description == "Line one, still the first sentence. (v2.1.0)"
     assert describe(spec, get_settings())["schedule"] == "0 3 * * *"
 
 
@@ -219,3 +221,123 @@ def test_bad_mounts_are_validation_errors_with_their_line(tmp_path, capsys):
     assert main(["pipeline", "validate", str(path)]) == 1
     out = capsys.readouterr().out
     assert f"{path}:14: spec.tasks[0].mounts: " in out and ".." in out
+
+
+# --- what a DAG says about itself in the UI: description, docs, parameter descriptions ---
+
+
+def _markdown_tokens(text: str):
+    """doc_md parsed as CommonMark with GFM tables, the Markdown Airflow 3.3's UI renders."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").parse(text)
+
+
+LONG = """
+apiVersion: train-platform/v1
+kind: Pipeline
+metadata:
+  name: long-description
+  version: "1.4.0"
+  description: |
+    Retrains the activity classifier on every newly confirmed label that the labelling team merged into
+    the main branch of the sensor dataset during the previous day, replaying a balanced sample of the older
+    classes so that nothing is forgotten. Then evaluates it.
+
+    A second paragraph with `code` and a | pipe.
+spec:
+  parameters:
+    epochs: 20
+    rate: {type: number, default: 0.001, minimum: 0, description: AdamW peak rate}
+    mode: {type: string, default: fast, enum: [fast, slow]}
+    note: null
+  tasks:
+    - {name: prepare, type: command, command: [echo, "```not a fence"]}
+    - {name: train, type: command, command: [echo], depends_on: [prepare]}
+"""
+
+
+def test_description_is_a_whole_first_sentence_within_the_limit(tmp_path, tp_home):
+    from train_platform.compiler.docs import DESCRIPTION_LIMIT
+
+    path = write(tmp_path / "p.yaml", LONG)
+    dag = build_dag(load_pipeline(path), source="p.yaml", active=True, settings=get_settings())
+    assert len(dag.description) <= DESCRIPTION_LIMIT
+    assert dag.description.endswith("… (v1.4.0)")
+    kept = dag.description.removesuffix("… (v1.4.0)")
+    # a prefix of the first sentence that ends where a word ends, and most of the room used
+    sentence = " ".join(LONG.split("description: |")[1].split("Then evaluates")[0].split())
+    assert sentence.startswith(kept) and not sentence[len(kept)].isalnum() and len(kept) > DESCRIPTION_LIMIT // 2
+    # the full description is in the docs, both paragraphs
+    assert "replaying a balanced sample" in dag.doc_md and "A second paragraph with `code`" in dag.doc_md
+
+
+@pytest.mark.parametrize(("description", "expected"), [
+    ("Smooths the signal. Shows how params reach commands.", "Smooths the signal. (v1.0.0)"),
+    ("Uses e.g. a window of 5 on v1.2 data. More.", "Uses e.g. a window of 5 on v1.2 data. (v1.0.0)"),
+    ("Spans\na line break; still one sentence", "Spans a line break; still one sentence (v1.0.0)"),
+    ("传感器数据的增量训练。第二句。", "传感器数据的增量训练。 (v1.0.0)"),
+])
+def test_description_sentences(tmp_path, tp_home, description, expected):
+    text = textwrap.dedent(minimal("s")).replace('  version: "1.0.0"\n',
+                                                 f'  version: "1.0.0"\n  description: {json.dumps(description)}\n')
+    path = write(tmp_path / "p.yaml", text)
+    dag = build_dag(load_pipeline(path), source="p.yaml", active=True, settings=get_settings())
+    assert dag.description == expected
+
+
+def test_a_pipeline_without_description_is_summarised_by_its_tasks(tmp_path, tp_home):
+    path = write(tmp_path / "p.yaml", minimal("nodesc", extra_task="""
+        - name: second
+          type: command
+          command: [echo]
+          depends_on: [only]
+    """))
+    dag = build_dag(load_pipeline(path), source="p.yaml", active=True, settings=get_settings())
+    assert dag.description == "2 tasks (only, second), triggered by hand (v1.0.0)"
+    assert "2 tasks (only, second), triggered by hand." in dag.doc_md
+
+
+def test_every_parameter_has_a_description(tmp_path, tp_home):
+    path = write(tmp_path / "p.yaml", LONG)
+    dag = build_dag(load_pipeline(path), source="p.yaml", active=True, settings=get_settings())
+    described = {name: dag.params.get_param(name).description for name in dag.params}
+    assert described == {
+        "epochs": "Integer; default 20.",
+        "rate": "AdamW peak rate",
+        "mode": "String, one of \"fast\", \"slow\"; default \"fast\".",
+        "note": "String or null; no default.",
+    }
+    # the trigger form shows Param.description; the serialized DAG carries it
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    params = DagSerialization.to_dict(dag)["dag"]["params"]
+    assert {name: value["description"] for name, value in params} == described
+    example = build_dag(load_pipeline(COMMAND_EXAMPLE), source="x", active=True, settings=get_settings())
+    assert example.params.get_param("window").description == "Integer; default 5."
+    assert example.params.get_param("samples").description == "how many readings to generate"
+
+
+def test_docs_show_the_yaml_source_and_render_without_html(tmp_path, tp_home):
+    path = write(tmp_path / "p.yaml", LONG)
+    text = path.read_text()
+    dag = build_dag(load_pipeline(path), source="team/p.yaml", active=True, settings=get_settings(), text=text)
+    from airflow.api_fastapi.core_api.datamodels.dags import DAGDetailsResponse
+
+    # what Airflow's API hands the UI (it runs inspect.cleandoc on doc_md)
+    served = DAGDetailsResponse.get_doc_md(dag.doc_md)
+    tokens = _markdown_tokens(served)
+    # Airflow 3.3's UI drops raw HTML (react-markdown skipHtml): the docs use none
+    assert not [t for t in tokens if t.type in ("html_block", "html_inline")]
+    inline_html = [c for t in tokens if t.children for c in t.children if c.type == "html_inline"]
+    assert inline_html == []
+    fences = [t for t in tokens if t.type == "fence"]
+    # the file exactly, in one YAML block, although the file itself holds three backticks
+    assert [(f.info, f.content) for f in fences] == [("yaml", text)]
+    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings == ["long-description 1.4.0", "Parameters", "Versions of `long-description` in the dags folder",
+                        "Source of `team/p.yaml`"]
+    # parameters and versions are tables; the pipe of the description did not break one
+    assert sum(t.type == "table_open" for t in tokens) == 3
+    assert "| `rate` | number, at least 0 | `0.001` | AdamW peak rate |" in served
+    assert '| `mode` | string, one of "fast", "slow" | `"fast"` | String, one of "fast", "slow"; default "fast". |' in served

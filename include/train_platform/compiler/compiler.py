@@ -1,8 +1,10 @@
 """Spec -> Airflow DAG, with the Task SDK.
 
 Each task becomes the operator its type maps to in ``operator_map.OPERATORS``; parameters
-become Airflow Params (shown and validated in the trigger form, templated into commands as
-``{{ params.NAME }}``); schedule, default args, tags, owner and docs come from the spec.
+become Airflow Params (shown and validated in the trigger form with their descriptions,
+templated into commands as ``{{ params.NAME }}``); schedule, default args, tags and owner
+come from the spec; the description (a one-sentence summary) and the docs (full
+description, parameters, version history, YAML source) are written by ``docs.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
+from train_platform.compiler import docs
 from train_platform.compiler.operator_map import operator_class
 from train_platform.compiler.plan import (
     DEFAULT_RETRIES,
@@ -42,20 +45,14 @@ def _start_date(value: date | datetime) -> datetime:
     return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:200] if text.strip() else ""
+def build_dag(spec: PipelineSpec, *, source: str, active: bool, settings: Settings, text: str | None = None,
+              state: str | None = None, versions: list[docs.VersionRow] | None = None):
+    """The Airflow DAG of ``spec``. ``active`` False gives an unscheduled, paused version.
 
-
-def _doc_md(spec: PipelineSpec, source: str) -> str:
-    lines = [f"# {spec.name} {spec.version}", ""]
-    if spec.metadata.description:
-        lines += [spec.metadata.description, ""]
-    lines += [f"Pipeline `{spec.name}` version `{spec.version}`, compiled by train-platform from `{source}`."]
-    return "\n".join(lines)
-
-
-def build_dag(spec: PipelineSpec, *, source: str, active: bool, settings: Settings):
-    """The Airflow DAG of ``spec``. ``active`` False gives an unscheduled, paused version."""
+    ``source`` is the file as the docs name it, ``text`` its content (the docs show it),
+    ``state`` what this version is ("active, pinned with ..."), ``versions`` every file of
+    the pipeline in the dags folder for the docs' version history (the loader gives all
+    three; without them the docs describe this version alone)."""
     from airflow.sdk import DAG, Param
 
     defaults = spec.spec.default_args
@@ -72,16 +69,29 @@ def build_dag(spec: PipelineSpec, *, source: str, active: bool, settings: Settin
     tags = [PLATFORM_TAG, *spec.metadata.tags, f"version:{spec.version}"]
     if not active:
         tags.append(INACTIVE_TAG)
+    dag_id = dag_id_for(spec, active)
+    params = params_of(spec)
+    schedule = schedule_of(spec, active)
+    upstream = spec.upstream_of()
+    task_names = [task.name for task in spec.spec.tasks]
+    state = state or ("active" if active else "inactive")
+    doc_md = docs.pipeline_doc_md(
+        name=spec.name, version=spec.version, dag_id=dag_id, description=spec.metadata.description,
+        state=state, file=source, text=text, owner=default_args["owner"], schedule=schedule, active=active,
+        tasks=[(task.name, task.type, upstream[task.name]) for task in spec.spec.tasks], params=params,
+        versions=versions or [docs.VersionRow(spec.version, dag_id, state, source)])
+    description = docs.summary(spec.metadata.description, docs.generated_summary(task_names, schedule, active),
+                               f" (v{spec.version})")
     dag = DAG(
-        dag_id=dag_id_for(spec, active),
-        description=f"{_first_line(spec.metadata.description) or spec.name} (v{spec.version})",
-        doc_md=_doc_md(spec, source),
+        dag_id=dag_id,
+        description=description,
+        doc_md=doc_md,
         schedule=_schedule(spec, active),
         start_date=_start_date(spec.spec.start_date),
         catchup=spec.spec.catchup,
         max_active_runs=spec.spec.max_active_runs,
         default_args=default_args,
-        params={name: Param(**schema) for name, schema in params_of(spec).items()},
+        params={name: Param(**schema) for name, schema in params.items()},
         tags=sorted(set(tags)),
         is_paused_upon_creation=not active or None,
     )

@@ -6,6 +6,7 @@ prints it. Nothing here imports Airflow or an operator module.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,14 +35,21 @@ class CompiledTask:
     executor: str
 
 
-def dag_id_for(spec: PipelineSpec, active: bool) -> str:
+def dag_id_of(name: str, version: str, active: bool) -> str:
+    """The dag_id of version ``version`` of pipeline ``name``: the name for the active
+    version, ``NAME__vVERSION`` for the others."""
     if active:
-        return spec.name
-    return f"{spec.name}__v{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.version)}"
+        return name
+    return f"{name}__v{re.sub(r'[^A-Za-z0-9_.-]', '_', version)}"
+
+
+def dag_id_for(spec: PipelineSpec, active: bool) -> str:
+    return dag_id_of(spec.name, spec.version, active)
 
 
 def params_of(spec: PipelineSpec) -> dict[str, dict[str, Any]]:
-    """Parameter name -> JSON-schema keywords (with ``default``) for an Airflow Param."""
+    """Parameter name -> JSON-schema keywords (with ``default``) and a ``description`` for
+    an Airflow Param; a parameter the file does not describe gets ``default_description``."""
     out: dict[str, dict[str, Any]] = {}
     for name, value in spec.spec.parameters.items():
         if is_parameter_schema(value):
@@ -51,8 +59,47 @@ def params_of(spec: PipelineSpec) -> dict[str, dict[str, Any]]:
             schema = {"default": value, "type": infer_type(value) or ["null", "string"]}
         if schema["type"] == "number":  # YAML writes 3 for 3.0; a float param should accept both
             schema["type"] = ["number", "integer"]
+        if not str(schema.get("description") or "").strip():
+            schema["description"] = default_description(schema)
         out[name] = schema
     return out
+
+
+def type_label(schema: dict[str, Any]) -> str:
+    """``integer``, ``number`` (for ``["number", "integer"]``), ``string or null``..."""
+    kind = schema.get("type", "string")
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    if "number" in kinds:
+        kinds = [k for k in kinds if k != "integer"]
+    return " or ".join(k for k in kinds if k != "null") + (" or null" if "null" in kinds else "")
+
+
+def default_description(schema: dict[str, Any]) -> str:
+    """What a parameter the pipeline file leaves undescribed says in the trigger form: its
+    type, bounds or choices, and default, e.g. ``Integer from 10 to 100000; default 200.``"""
+    text = constraints_label(schema)
+    default = schema.get("default")
+    text += "; no default" if default is None else f"; default {json.dumps(default, ensure_ascii=False)}"
+    return text[:1].upper() + text[1:] + "."
+
+
+def constraints_label(schema: dict[str, Any]) -> str:
+    """The type with its bounds and choices: ``integer from 10 to 100000``."""
+    text = type_label(schema)
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None and high is not None:
+        text += f" from {_number(low)} to {_number(high)}"
+    elif low is not None:
+        text += f", at least {_number(low)}"
+    elif high is not None:
+        text += f", at most {_number(high)}"
+    if schema.get("enum"):
+        text += ", one of " + ", ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"])
+    return text
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def plan_tasks(spec: PipelineSpec, settings: Settings) -> list[CompiledTask]:
