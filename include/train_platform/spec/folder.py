@@ -9,22 +9,34 @@ patterns, the default; ``regexp``: one regular expression a line), see ``discove
   (other YAML, say another tool's config, is left alone).
 - A file that cannot be read, parsed or validated is kept with its issues, never dropped,
   so the loader can turn it into a placeholder DAG that shows them.
+- ``scan_folder(..., names=..., paths=...)`` parses and validates only the files that can
+  define those pipelines (the loader uses it when Airflow starts a task and names its DAG),
+  and each chosen pipeline keeps all of its versions. Which pipeline a file declares comes
+  from a name index that full scans write under ``TP_HOME/pipelines/`` (keyed by each
+  file's size, mtime, ctime and inode), so an unchanged file is not even read; a file the
+  index does not vouch for is read and searched for the names.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pathspec.patterns import GitWildMatchPattern
 
 from train_platform.exceptions import PipelineSpecError, SpecIssue
 from train_platform.settings import Settings, get_settings
 from train_platform.spec import versions
-from train_platform.spec.models import PipelineSpec
+from train_platform.spec.models import Metadata, PipelineSpec, version_key
 from train_platform.spec.validate import validate_document
 from train_platform.spec.yaml_source import SourceDocument, parse_text
 
@@ -33,25 +45,67 @@ log = logging.getLogger(__name__)
 PIPELINE_SUFFIXES = (".yaml", ".yml", ".json")
 IGNORE_FILE = ".airflowignore"
 _MARKER = "train-platform/"
+# Escapes that let a quoted YAML or JSON string spell a name without its literal text:
+# \xXX, \uXXXX, \UXXXXXXXX, and a backslash that joins two lines.
+_HIDING_ESCAPE = re.compile(r"\\(?:[xuU]|\r?\n)")
 
 
 @dataclass
 class PipelineFile:
     path: Path
     spec: PipelineSpec | None = None
-    # The parsed file, kept for the line numbers of errors found after validation.
+    # The parsed file (also of a file that failed validation), for the line numbers of
+    # errors found later and for the name and version a broken file declares.
     document: SourceDocument | None = None
     issues: list[SpecIssue] = field(default_factory=list)
     # The file's text as read, shown in the DAG's docs.
     text: str = ""
 
+    @property
+    def declared_name(self) -> str | None:
+        """``metadata.name`` as the file writes it, valid file or not; None when the file
+        has no readable name."""
+        if self.spec is not None:
+            return self.spec.name
+        value = _metadata(self.document).get("name")
+        return value if isinstance(value, str) and _is_name(value) else None
+
+    @property
+    def declared_version(self) -> str | None:
+        """``metadata.version`` as the file writes it, when it is a semantic version."""
+        if self.spec is not None:
+            return self.spec.version
+        value = _metadata(self.document).get("version")
+        return value if isinstance(value, str) and version_key(value) != (-1,) else None
+
+
+def _metadata(document: SourceDocument | None) -> dict[str, Any]:
+    data = document.data if document is not None else None
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _is_name(value: str) -> bool:
+    try:
+        Metadata.model_validate({"name": value, "version": "0.0.0"})
+    except ValueError:
+        return False
+    return True
+
 
 @dataclass
 class FolderScan:
-    """Every pipeline file of a folder, and which version of each pipeline is active."""
+    """Every pipeline file of a folder (or the candidates of a partial scan), and which
+    version of each pipeline is active."""
 
     files: list[PipelineFile]
     active: dict[str, str]
+    # Pins written by `tp pipeline activate`, by pipeline name.
+    pins: dict[str, str] = field(default_factory=dict)
+    # False when only the files that can define some pipelines were parsed.
+    complete: bool = True
+    # How many pipeline files the folder holds (``files`` may be fewer in a partial scan).
+    found: int = 0
 
     def valid(self) -> list[PipelineFile]:
         return [f for f in self.files if f.spec is not None and not f.issues]
@@ -61,6 +115,21 @@ class FolderScan:
 
     def versions_of(self, name: str) -> dict[str, PipelineFile]:
         return {f.spec.version: f for f in self.valid() if f.spec.name == name}
+
+    def choose_active(self, folder: Path | None = None) -> None:
+        """(Re)compute ``active`` from the valid files and the pins; the loader calls it
+        again when Airflow refuses a version, so the next best version takes over."""
+        by_name: dict[str, list[str]] = {}
+        for f in self.valid():
+            by_name.setdefault(f.spec.name, []).append(f.spec.version)
+        self.active = {}
+        for name, found in by_name.items():
+            pinned = self.pins.get(name)
+            self.active[name] = versions.choose_active(found, pinned)
+            if pinned and pinned not in found:
+                where = f" in {folder}" if folder else ""
+                log.warning("pipeline %s is pinned to version %s, which is not a valid version%s; using %s",
+                            name, pinned, where, self.active[name])
 
 
 @dataclass(frozen=True)
@@ -95,6 +164,8 @@ def _compile_rules(ignore_file: Path, root: Path, syntax: str) -> list[_Rule]:
 
 
 def _ignored(path: Path, rules: list[_Rule], syntax: str) -> bool:
+    if not rules:
+        return False
     if syntax == "regexp":
         for rule in rules:
             if rule.pattern.search(str(path.relative_to(rule.base))) is not None:
@@ -135,44 +206,204 @@ def discover(folder: Path, syntax: str | None = None) -> list[Path]:
                 raise RuntimeError(f"recursive symlink loop in {folder}: {resolved} appears twice")
             rules_by_dir[resolved] = rules
         for name in files:
-            if name.endswith(PIPELINE_SUFFIXES) and not _ignored(root / name, rules, syntax):
-                found.append(root / name)
-    return sorted(found)
+            if name.endswith(PIPELINE_SUFFIXES):
+                path = root / name
+                if not _ignored(path, rules, syntax):
+                    found.append(path)
+    return sorted(found, key=lambda path: path.parts)  # Path order, computed once per file
+
+
+def _read(path: Path) -> tuple[PipelineFile | None, list[int] | None]:
+    """The file with its text (with an issue when it cannot be read; None when it is not a
+    pipeline of ours, no ``train-platform/`` in it), and the stat signature of what was read."""
+    try:
+        with open(path, "rb") as handle:  # faster than read_text, which matters at task start
+            signature = _signature(os.fstat(handle.fileno()))
+            data = handle.read()
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return PipelineFile(path, issues=[SpecIssue(str(path), 1, "", f"cannot read the file: {exc}")]), None
+    if _MARKER not in text:
+        return None, signature
+    return PipelineFile(path, text=text), signature
+
+
+def _validate(f: PipelineFile) -> None:
+    if f.issues:  # unreadable
+        return
+    try:
+        f.document = parse_text(f.text, str(f.path))
+        f.spec = validate_document(f.document)
+    except PipelineSpecError as exc:
+        f.issues = list(exc.issues)
+
+
+def _is_name_char(char: str) -> bool:
+    """A character a pipeline name can hold (``models._NAME``: ``\\w``, ``.`` and ``-``)."""
+    return char.isalnum() or char in "_.-"
+
+
+def may_define(names: Iterable[str]) -> Callable[[str], bool]:
+    """A test on a file's text: can the file declare one of ``names``? Yes when a name is in
+    it as a whole word (not inside a longer name), or when the file uses an escape that
+    could spell a name without its letters."""
+    names = sorted({n for n in names if n}, key=len, reverse=True)
+
+    def test(text: str) -> bool:
+        for name in names:
+            start = text.find(name)
+            while start != -1:
+                end = start + len(name)
+                if not (start and _is_name_char(text[start - 1])) and not (
+                        end < len(text) and _is_name_char(text[end])):
+                    return True
+                start = text.find(name, start + 1)
+        return "\\" in text and _HIDING_ESCAPE.search(text) is not None
+
+    return test
 
 
 def scan_folder(folder: str | Path, settings: Settings | None = None, *,
-                ignore_syntax: str | None = None) -> FolderScan:
+                ignore_syntax: str | None = None, names: Iterable[str] | None = None,
+                paths: Callable[[Path], bool] | None = None) -> FolderScan:
+    """Read, parse and validate the pipeline files of ``folder`` and choose active versions.
+
+    With ``names`` and/or ``paths`` (a test on a file's path) the scan is partial: it
+    validates the files ``paths`` accepts, and the files that declare one of ``names`` or
+    the name a file accepted by ``paths`` declares; every version of each of those
+    pipelines is among them (the active choice and duplicate versions come out as in a
+    full scan). A file the name index vouches for is skipped unread when it declares
+    another pipeline; any other file is read and searched for the names (``may_define``)
+    before it is parsed. ``complete`` is False on the result. A full scan brings the name
+    index up to date."""
     settings = settings or get_settings()
     folder = Path(folder)
-    files: list[PipelineFile] = []
-    for path in discover(folder, ignore_syntax):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            files.append(PipelineFile(path, issues=[SpecIssue(str(path), 1, "", f"cannot read the file: {exc}")]))
-            continue
-        if _MARKER not in text:
-            continue  # not a pipeline of ours
-        try:
-            document = parse_text(text, str(path))
-            spec = validate_document(document)
-        except PipelineSpecError as exc:
-            files.append(PipelineFile(path, issues=exc.issues, text=text))
-            continue
-        files.append(PipelineFile(path, spec=spec, document=document, text=text))
+    index = _NameIndex(settings, folder)
+    complete = names is None and paths is None
+    if complete:
+        files, signatures = [], {}
+        for path in discover(folder, ignore_syntax):
+            f, signature = _read(path)
+            if f is not None:
+                files.append(f)
+                _validate(f)
+            if signature is not None:
+                signatures[path] = (signature, f)
+        index.update(signatures)
+        found = len(files)
+    else:
+        files, found = _partial(folder, ignore_syntax, set(names or ()), paths, index)
     _flag_duplicates(files)
-    pins = versions.read_pins(settings)
-    active: dict[str, str] = {}
-    by_name: dict[str, list[str]] = {}
-    for f in files:
-        if f.spec is not None and not f.issues:
-            by_name.setdefault(f.spec.name, []).append(f.spec.version)
-    for name, found in by_name.items():
-        active[name] = versions.choose_active(found, pins.get(name))
-        if pins.get(name) and pins[name] not in found:
-            log.warning("pipeline %s is pinned to version %s, which is not in %s; using %s",
-                        name, pins[name], folder, active[name])
-    return FolderScan(files=files, active=active)
+    scan = FolderScan(files=files, active={}, pins=versions.read_pins(settings), complete=complete, found=found)
+    scan.choose_active(folder)
+    return scan
+
+
+def _partial(folder: Path, ignore_syntax: str | None, wanted: set[str], paths: Callable[[Path], bool] | None,
+             index: _NameIndex) -> tuple[list[PipelineFile], int]:
+    """The files of a partial scan, and how many pipeline files the folder holds."""
+    chosen: list[PipelineFile] = []
+    rest: list[Path] = []
+    found = 0
+    for path in discover(folder, ignore_syntax):
+        if paths is not None and paths(path):
+            f, _ = _read(path)
+            if f is not None:
+                found += 1
+                _validate(f)
+                chosen.append(f)
+                if f.declared_name:
+                    wanted.add(f.declared_name)
+        else:
+            rest.append(path)
+    mentions = may_define(wanted)
+    for path in rest:
+        known = index.lookup(path)
+        if known is not None:
+            ours, name = known
+            found += ours
+            if not ours or name not in wanted:
+                continue
+        f, _ = _read(path)
+        if f is None:
+            continue
+        if known is None:
+            found += 1
+            if f.issues or not mentions(f.text):
+                continue
+        _validate(f)
+        if f.declared_name in wanted:
+            chosen.append(f)
+    return sorted(chosen, key=lambda f: f.path.parts), found
+
+
+def _signature(stat: os.stat_result) -> list[int]:
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+class _NameIndex:
+    """Which pipeline each file of one dags folder declares (None: no readable name), or
+    that a file is not a pipeline of ours, with the stat signature of the content it was
+    read from. A partial scan trusts an entry whose signature still matches and whose file
+    had not changed for ``_SETTLED_NS`` when the index was written (a coarse timestamp can
+    miss a change made in the same tick); anything else is read again."""
+
+    _FORMAT = 1
+    _SETTLED_NS = 2_000_000_000
+
+    def __init__(self, settings: Settings, folder: Path):
+        self.folder = str(folder.resolve())
+        digest = hashlib.sha256(self.folder.encode()).hexdigest()[:16]
+        self.path = settings.pipeline_state_dir / "name-index" / f"{digest}.json"
+        self._entries: dict[str, list] | None = None
+        self._written_ns = 0
+
+    def _load(self) -> dict[str, list]:
+        if self._entries is None:
+            self._entries = {}
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                if data.get("format") == self._FORMAT and data.get("folder") == self.folder:
+                    self._entries, self._written_ns = dict(data["files"]), int(data["written_ns"])
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.debug("ignoring the pipeline name index %s: %s", self.path, exc)
+        return self._entries
+
+    def lookup(self, path: Path) -> tuple[bool, str | None] | None:
+        """(is a pipeline of ours, the name it declares), or None when not vouched for."""
+        name = str(path)
+        entry = self._load().get(name)
+        if not isinstance(entry, list) or len(entry) != 6:
+            return None
+        try:
+            signature = _signature(os.stat(name))
+        except OSError:
+            return None
+        if entry[:4] != signature or max(signature[1], signature[2]) >= self._written_ns - self._SETTLED_NS:
+            return None
+        return bool(entry[5]), entry[4]
+
+    def update(self, read: dict[Path, tuple[list[int], PipelineFile | None]]) -> None:
+        """Record what a full scan read; written only when it differs from the index on
+        disk or settles entries that were too recent to trust. Best effort: an index that
+        cannot be written only makes task starts read more files."""
+        entries = {str(path): [*signature, f.declared_name if f else None, f is not None]
+                   for path, (signature, f) in read.items()}
+        old = self._load()
+        unsettled = any(max(e[1], e[2]) >= self._written_ns - self._SETTLED_NS for e in entries.values())
+        if entries == old and not unsettled:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".names-")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"format": self._FORMAT, "folder": self.folder, "written_ns": time.time_ns(),
+                           "files": entries}, handle, ensure_ascii=False)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.debug("cannot write the pipeline name index %s: %s", self.path, exc)
 
 
 def _flag_duplicates(files: list[PipelineFile]) -> None:
