@@ -118,8 +118,9 @@ class PredictionCache:
         self._local.move_to_end(key)
         return json.loads(value)
 
-    async def put(self, version: int, digest: str, result: dict[str, Any]) -> None:
-        key, value = self._key(version, digest), json.dumps(result)
+    async def put(self, version: int, digest: str, value: str) -> None:
+        """Caches an answer as its JSON text (what ``get`` decodes)."""
+        key = self._key(version, digest)
         if len(value) > self.max_entry_bytes:
             return
         if self._redis is not None:

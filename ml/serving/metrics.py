@@ -7,6 +7,8 @@ at; the gauges say what each worker holds (cache size) and routes to (versions).
 
 from __future__ import annotations
 
+from typing import Any
+
 import bentoml
 
 REQUESTS = bentoml.metrics.Counter(
@@ -77,3 +79,15 @@ SERVED_VERSION = bentoml.metrics.Gauge(
     labelnames=["model", "role"],
     multiprocess_mode="liveall",
 )
+
+_children: dict[tuple, Any] = {}
+
+
+def child(metric: Any, **labels: str) -> Any:
+    """``metric.labels(**labels)``, kept: the request path asks for the same few series on
+    every request, and prometheus_client checks and converts the label values each time."""
+    key = (id(metric), *labels.items())
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(**labels)
+    return found

@@ -8,8 +8,8 @@ live stats, and score confirmed labels.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import math
 import os
 import socket
 import time
@@ -107,9 +107,9 @@ class ServingRuntime:
         return f", A/B v{exp.control_version} vs v{exp.candidate_version} at {exp.candidate_weight:.0%}"
 
     def _publish_state(self, state: ServingState) -> None:
-        metrics.SERVED_VERSION.labels(model=self.model, role="production").set(state.production)
+        metrics.child(metrics.SERVED_VERSION, model=self.model, role="production").set(state.production)
         candidate = state.experiment.candidate_version if state.experiment is not None else 0
-        metrics.SERVED_VERSION.labels(model=self.model, role="candidate").set(candidate)
+        metrics.child(metrics.SERVED_VERSION, model=self.model, role="candidate").set(candidate)
 
     def _load(self, version: int) -> LoadedVersion:
         from ml.checkpoint import load_checkpoint
@@ -151,8 +151,8 @@ class ServingRuntime:
 
     def publish_cache_size(self) -> None:
         """Sets the in-process cache's gauges (every stats flush; 0 with Redis)."""
-        metrics.CACHE_ENTRIES.labels(model=self.model).set(self.cache.entries)
-        metrics.CACHE_BYTES.labels(model=self.model).set(self.cache.size_bytes)
+        metrics.child(metrics.CACHE_ENTRIES, model=self.model).set(self.cache.entries)
+        metrics.child(metrics.CACHE_BYTES, model=self.model).set(self.cache.size_bytes)
 
     async def flush_stats(self) -> None:
         self.publish_cache_size()
@@ -196,7 +196,7 @@ class ServingRuntime:
         return predict_validated(self.loaded[group[0]].checkpoint, samples)
 
     def _on_batch(self, group: tuple, size: int) -> None:
-        metrics.BATCH_SIZE.labels(model=self.model, version=str(group[0])).observe(size)
+        metrics.child(metrics.BATCH_SIZE, model=self.model, version=str(group[0])).observe(size)
 
     async def predict(self, body: dict[str, Any], key: str | None) -> dict[str, Any]:
         """One sample's fields as sent -> the answer of the routed version, with
@@ -218,55 +218,57 @@ class ServingRuntime:
             check_predict_request(body, key, self.config)
             sample = validate_sample(loaded.checkpoint, body)
         except InvalidInputError:
-            metrics.REQUESTS.labels(outcome="bad_input", **labels).inc()
+            metrics.child(metrics.REQUESTS, outcome="bad_input", **labels).inc()
             raise
         digest = input_hash(sample)
         result = await self.cache.get(version, digest)
-        metrics.CACHE.labels(result="miss" if result is None else "hit", **labels).inc()
+        metrics.child(metrics.CACHE, result="miss" if result is None else "hit", **labels).inc()
         if result is None:
             try:
                 result = await self.batcher.submit(batch_group(version, sample), sample)
             except InvalidInputError:  # found by the model code (run alone, see batching.py)
-                metrics.REQUESTS.labels(outcome="bad_input", **labels).inc()
+                metrics.child(metrics.REQUESTS, outcome="bad_input", **labels).inc()
                 raise
             except OverloadedError:
-                metrics.REQUESTS.labels(outcome="overloaded", **labels).inc()
+                metrics.child(metrics.REQUESTS, outcome="overloaded", **labels).inc()
                 self.stats.failed(version)
                 raise
             except Exception:
                 log.exception("%s v%d: prediction failed", self.model, version)
-                metrics.REQUESTS.labels(outcome="error", **labels).inc()
+                metrics.child(metrics.REQUESTS, outcome="error", **labels).inc()
                 self.stats.failed(version)
                 raise
-            if not _finite(result):
+            try:
+                encoded = json.dumps(result, allow_nan=False)
+            except ValueError:
                 # Finite inputs far outside the training range overflow the normalisation;
                 # the answer would be NaN with an arbitrary label. Not cached.
-                metrics.REQUESTS.labels(outcome="bad_input", **labels).inc()
+                metrics.child(metrics.REQUESTS, outcome="bad_input", **labels).inc()
                 raise InvalidInputError("the model's answer for this input is not finite: its values are "
-                                        "too far outside the range the model was trained on")
-            await self.cache.put(version, digest, result)
+                                        "too far outside the range the model was trained on") from None
+            await self.cache.put(version, digest, encoded)
         self._observe(loaded, sample, result, labels)
         if key:
             await self.prediction_log.record(key, version, _prediction_value(result))
         elapsed = time.perf_counter() - started
-        metrics.REQUESTS.labels(outcome="ok", **labels).inc()
-        metrics.LATENCY.labels(**labels).observe(elapsed)
+        metrics.child(metrics.REQUESTS, outcome="ok", **labels).inc()
+        metrics.child(metrics.LATENCY, **labels).observe(elapsed)
         self.stats.served(version, elapsed * 1000.0)
         return {**result, "model_version": version}
 
     def count_unauthorized(self) -> None:
-        metrics.REQUESTS.labels(model=self.model, version="none", outcome="unauthorized").inc()
+        metrics.child(metrics.REQUESTS, model=self.model, version="none", outcome="unauthorized").inc()
 
     def _observe(self, loaded: LoadedVersion, sample: ValidatedSample, result: dict, labels: dict) -> None:
         if "confidence" in result:
-            metrics.CONFIDENCE.labels(**labels).observe(result["confidence"])
+            metrics.child(metrics.CONFIDENCE, **labels).observe(result["confidence"])
         if loaded.drift.enabled:
             loaded.drift.observe(sample.sensor)
             loaded.requests_since_drift += 1
             if loaded.requests_since_drift >= self.config.drift_every:
                 loaded.requests_since_drift = 0
                 for channel, value in enumerate(loaded.drift.values()):
-                    metrics.DRIFT.labels(channel=str(channel), **labels).set(value)
+                    metrics.child(metrics.DRIFT, channel=str(channel), **labels).set(value)
 
     def refresh_drift_gauges(self) -> None:
         """Publishes PSI now (the request path does it every ``drift_every`` requests)."""
@@ -274,7 +276,7 @@ class ServingRuntime:
             if loaded.drift.enabled:
                 labels = dict(model=self.model, version=str(loaded.version))
                 for channel, value in enumerate(loaded.drift.values()):
-                    metrics.DRIFT.labels(channel=str(channel), **labels).set(value)
+                    metrics.child(metrics.DRIFT, channel=str(channel), **labels).set(value)
 
     async def feedback(self, key: str, label: str) -> dict[str, Any]:
         """Scores the prediction made for ``key`` against a confirmed label, once per
@@ -288,9 +290,9 @@ class ServingRuntime:
         check_feedback_request(key, label, self.config)
         found = await self.prediction_log.confirm(key, label)
         if found is None:
-            metrics.FEEDBACK.labels(model=self.model, outcome="unknown").inc()
+            metrics.child(metrics.FEEDBACK, model=self.model, outcome="unknown").inc()
             raise KeyError(key)
-        metrics.FEEDBACK.labels(model=self.model, outcome=found.outcome).inc()
+        metrics.child(metrics.FEEDBACK, model=self.model, outcome=found.outcome).inc()
         if found.outcome == "conflict":
             raise FeedbackConflictError(
                 f"the prediction for key {key!r} was already confirmed as {found.label!r}; "
@@ -298,20 +300,9 @@ class ServingRuntime:
         correct = str(found.prediction) == found.label
         if found.outcome == "counted":
             self.stats.confirmed(found.version, correct)
-            metrics.CONFIRMED.labels(model=self.model, version=str(found.version), correct=str(correct).lower()).inc()
+            metrics.child(metrics.CONFIRMED, model=self.model, version=str(found.version), correct=str(correct).lower()).inc()
         return {"key": key, "model_version": found.version, "prediction": found.prediction, "correct": correct,
                 "duplicate": found.outcome == "duplicate"}
-
-
-def _finite(value: Any) -> bool:
-    """Whether every number in an answer (nested dicts and lists) is finite."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
 
 
 def _prediction_value(result: dict[str, Any]) -> Any:

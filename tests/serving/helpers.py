@@ -24,6 +24,12 @@ def post(url: str, body, token: str | None = TOKEN, raw: bool = False) -> tuple[
         return err.code, json.loads(err.read() or b"{}"), dict(err.headers)
 
 
+def series(url: str, name: str) -> list[str]:
+    """The exposition lines of a Prometheus series, for assertion messages."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        return [line for line in resp.read().decode().splitlines() if line.startswith(name)]
+
+
 def metric(url: str, name: str, **labels: str) -> float:
     """Sum of a Prometheus series over every label set containing ``labels``."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:

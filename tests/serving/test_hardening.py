@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.serving.conftest import TOKEN, start_served
-from tests.serving.helpers import metric, post, raw_http, request_head
+from tests.serving.helpers import metric, post, raw_http, request_head, series
 
 pytestmark = [pytest.mark.slow]
 
@@ -228,8 +228,10 @@ def test_feedback_without_redis_reaches_every_worker_and_counts_once(served_loca
     status, answer, _ = post(f"{served.url}/feedback", {"key": keys[0], "label": other})
     assert status == 409 and f"already confirmed as {labels[0]!r}" in answer["error"]
     assert post(f"{served.url}/feedback", {"key": "never-predicted", "label": "low"})[0] == 404
-    assert metric(served.url, "tp_feedback_total", outcome="counted") == counted_before + n
-    assert metric(served.url, "tp_confirmed_predictions_total", version="1") == confirmed_before + n
+    assert metric(served.url, "tp_feedback_total", outcome="counted") == counted_before + n, \
+        series(served.url, "tp_feedback_total")
+    assert metric(served.url, "tp_confirmed_predictions_total", version="1") == confirmed_before + n, \
+        series(served.url, "tp_confirmed_predictions_total")
     # Live stats hold each label once, and both workers served predictions and labels.
     deadline = time.monotonic() + 30
     while True:
@@ -279,27 +281,28 @@ def test_the_in_process_cache_evicts_by_bytes_and_entries_least_recently_used_fi
     from ml.serving.cache import PredictionCache
 
     answer = {"label": "low", "probabilities": {"low": 0.5, "high": 0.5}}
-    one = PredictionCache.entry_bytes("tp:pred:m:1:" + "0" * 32, json.dumps(answer))
+    text = json.dumps(answer)
+    one = PredictionCache.entry_bytes("tp:pred:m:1:" + "0" * 32, text)
     cache = PredictionCache("m", redis_url=None, ttl_s=60, local_entries=1000, local_bytes=5 * one,
                             max_entry_bytes=4096)
 
     async def scenario():
         for i in range(5):
-            await cache.put(1, f"{i:032d}", answer)
+            await cache.put(1, f"{i:032d}", text)
         assert cache.entries == 5 and cache.size_bytes == 5 * one
         assert await cache.get(1, f"{0:032d}") == answer  # 0 is now the most recently used
-        await cache.put(1, f"{5:032d}", answer)  # over the byte bound: 1, the least recent, goes
+        await cache.put(1, f"{5:032d}", text)  # over the byte bound: 1, the least recent, goes
         assert cache.entries == 5 and cache.size_bytes <= 5 * one
         assert await cache.get(1, f"{1:032d}") is None
         assert await cache.get(1, f"{0:032d}") == answer and await cache.get(1, f"{5:032d}") == answer
-        await cache.put(1, "big", {"scores": [0.123456789] * 1000})  # ~13 KB of JSON: not cached
+        await cache.put(1, "big", json.dumps({"scores": [0.123456789] * 1000}))  # ~13 KB of JSON: not cached
         assert await cache.get(1, "big") is None and cache.entries == 5
-        await cache.put(1, f"{0:032d}", answer)  # replacing an entry does not count it twice
+        await cache.put(1, f"{0:032d}", text)  # replacing an entry does not count it twice
         assert cache.size_bytes <= 5 * one and cache.entries == 5
         by_entries = PredictionCache("m", redis_url=None, ttl_s=60, local_entries=2, local_bytes=10**6,
                                      max_entry_bytes=4096)
         for i in range(3):
-            await by_entries.put(1, f"{i:032d}", answer)
+            await by_entries.put(1, f"{i:032d}", text)
         assert by_entries.entries == 2 and await by_entries.get(1, f"{0:032d}") is None
 
     asyncio.run(scenario())
