@@ -15,6 +15,14 @@ says what it did:
 7. start the inference endpoint and call it: a prediction, a cache hit, a refused input;
 8. show the registry's history.
 
+Airflow runs with the embedded shape's settings of scripts/airflow-env.sh, the same as
+`make airflow`. Each pipeline run is `airflow dags test --use-executor`: the LocalExecutor runs
+every task under Airflow's task supervisor, which writes the task's log where the API server
+reads it (`[logging] base_log_folder`), so `make airflow` shows the logs of these runs. A plain
+`airflow dags test` runs tasks inside its own process and writes their logs to its stdout only:
+the UI then has nothing to show ("Log file not found"). The tasks report to an
+`airflow api-server` the demo starts on a free loopback port for its runs.
+
 Run from the project root with the project's virtualenv (`make demo` does both).
 """
 
@@ -24,18 +32,24 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 AIRFLOW, TP = str(BIN / "airflow"), str(BIN / "tp")
+AIRFLOW_ENV = ROOT / "scripts" / "airflow-env.sh"
+# The first line of a log record: "2026-01-02T03:04:05.678Z [info     ] ..." (Airflow's own) or
+# "2026-01-02 03:04:05.678+00:00 [info     ] ..." (a task's, relayed by its supervisor).
+LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d[T ][\d:.]+(?:Z|[+-]\d\d:\d\d) \[")
 MODEL = "sensor-classifier"
 TOKEN = "demo-token"
 
@@ -55,13 +69,117 @@ def run(argv: list[str], env: dict[str, str], *, show: bool = True) -> subproces
     return result
 
 
-def run_dag(dag_id: str, conf: dict, env: dict[str, str], needles: tuple[str, ...]) -> str:
-    """`airflow dags test`: one real DAG run, in-process scheduler, SQLite metadata DB."""
-    print("$ airflow dags test " + dag_id + " -c '" + json.dumps(conf) + "'", flush=True)
-    result = subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=env, cwd=ROOT,
-                            text=True, capture_output=True)
+def airflow_env(base: dict[str, str]) -> dict[str, str]:
+    """``base`` with the embedded shape's Airflow settings: scripts/airflow-env.sh sourced by bash
+    (the file `make airflow` sources too); a variable already in ``base`` wins."""
+    result = subprocess.run(["bash", "-c", 'source "$1" && env -0', "airflow-env", str(AIRFLOW_ENV)],
+                            env=base, cwd=ROOT, capture_output=True)
+    if result.returncode:
+        raise SystemExit(f"{AIRFLOW_ENV} failed (exit {result.returncode}): {result.stderr.decode()[-2000:]}")
+    shell_own = {"_", "SHLVL", "PWD", "OLDPWD"}
+    settings = dict(item.split("=", 1) for item in result.stdout.decode().split("\0") if "=" in item)
+    return {**base, **{k: v for k, v in settings.items() if k not in shell_own}}
+
+
+class ApiServer:
+    """`airflow api-server` on a free loopback port for the demo's runs: the execution API the
+    tasks of `airflow dags test --use-executor` report to, and the REST API whose log endpoint
+    is the one the UI reads task logs from. ``env`` is the environment to run Airflow commands in."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 180):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**env, "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(self.port),
+                    "AIRFLOW__API__BASE_URL": self.url,
+                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/"}
+        self.log_path, self.timeout = log_path, timeout
+        self.process: subprocess.Popen | None = None
+        self._token: str | None = None
+
+    def __enter__(self) -> ApiServer:
+        print(f"$ airflow api-server --port {self.port}   (log: {self.log_path})", flush=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen([AIRFLOW, "api-server"], env=self.env, cwd=ROOT, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + self.timeout
+            while True:
+                if self.process.poll() is not None:
+                    raise SystemExit(f"the API server exited: {self.log_path.read_text()[-3000:]}")
+                try:
+                    if call(self.url + "/api/v2/monitor/health", None, None)[0] == 200:
+                        return self
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the API server did not answer in {self.timeout:.0f} s (log: {self.log_path})")
+                time.sleep(1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def get(self, path: str) -> dict:
+        """GET a REST API path as the admin user, the login `make airflow` prints."""
+        if self._token is None:
+            passwords = Path(self.env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+            status, answer, _ = call(self.url + "/auth/token",
+                                     {"username": "admin", "password": json.loads(passwords.read_text())["admin"]},
+                                     None)
+            if status not in (200, 201) or not isinstance(answer, dict):
+                raise SystemExit(f"logging in to the API server as admin failed: {status} {answer}")
+            self._token = answer["access_token"]
+        status, answer, _ = call(self.url + path, None, self._token)
+        if status != 200 or not isinstance(answer, dict):
+            raise SystemExit(f"GET {path}: {status} {str(answer)[:500]}")
+        return answer
+
+    def latest_run_id(self, dag_id: str) -> str:
+        runs = self.get(f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after&limit=1")["dag_runs"]
+        if not runs:
+            raise SystemExit(f"the API server knows no run of {dag_id}")
+        return runs[0]["dag_run_id"]
+
+    def task_logs(self, dag_id: str, run_id: str) -> dict[str, list[dict] | str]:
+        """Each task instance's log lines of its last try, from the endpoint the UI's log view calls
+        (`GET .../taskInstances/{task_id}/logs/{try_number}`), the source header left out; for a
+        task that never ran (skipped or upstream failed before a first try), its state instead."""
+        quoted = urllib.parse.quote(run_id, safe="")
+        logs: dict[str, list[dict] | str] = {}
+        for ti in self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances")["task_instances"]:
+            if ti["try_number"] == 0:
+                logs[ti["task_id"]] = str(ti["state"])
+                continue
+            content = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{ti['task_id']}"
+                               f"/logs/{ti['try_number']}")["content"]
+            logs[ti["task_id"]] = [line for line in content if line.get("timestamp")]
+        return logs
+
+
+def run_dag(dag_id: str, conf: dict, api: ApiServer, needles: tuple[str, ...]) -> str:
+    """`airflow dags test --use-executor`: one real DAG run whose tasks the LocalExecutor runs under
+    Airflow's task supervisor, reporting to ``api``; then checks that the API server, and so the UI,
+    has every task's log. Returns the command's output."""
+    print("$ airflow dags test " + dag_id + " --use-executor -c '" + json.dumps(conf) + "'", flush=True)
+    result = subprocess.run([AIRFLOW, "dags", "test", dag_id, "--use-executor", "-c", json.dumps(conf)],
+                            env=api.env, cwd=ROOT, text=True, capture_output=True)
     log = result.stdout + result.stderr
     for line in log.splitlines():
+        if not LOG_RECORD.match(line):
+            continue  # a continuation line of a multi-line record, such as a command's source
         if "running: " in line and "running: " not in needles:
             continue
         epoch = re.search(r"epoch (\d+)/(\d+) (done|step)", line)
@@ -74,7 +192,14 @@ def run_dag(dag_id: str, conf: dict, env: dict[str, str], needles: tuple[str, ..
         errors = [line for line in log.splitlines() if "rror" in line and "Traceback" not in line]
         print("\n".join(errors[-10:]))
         raise SystemExit(f"the run of {dag_id} did not succeed (full log: airflow dags test {dag_id})")
-    print(f"  run of {dag_id}: success")
+    run_id = api.latest_run_id(dag_id)
+    logs = api.task_logs(dag_id, run_id)
+    missing = sorted(task for task, lines in logs.items() if lines == [])
+    if missing:
+        raise SystemExit(f"the API server has no log for task(s) {', '.join(missing)} of {dag_id} run {run_id}")
+    print(f"  run of {dag_id}: success; task logs in the UI: " + ", ".join(
+        f"{task} ({len(lines)} lines)" if isinstance(lines, list) else f"{task} (did not run: {lines})"
+        for task, lines in sorted(logs.items())))
     return log
 
 
@@ -174,16 +299,14 @@ def serve_and_call(env: dict[str, str], test_file: Path) -> None:
 
 
 def main() -> int:
-    env = {**os.environ}
-    env.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
-    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
-    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    env.setdefault("TP_HOME", str(ROOT / ".tp_home"))
-    env["TP_API_TOKENS"] = TOKEN
     started = time.monotonic()
-    # A demo starts from a clean slate: its own TP_HOME content and Airflow metadata.
-    for folder in (env["TP_HOME"], env["AIRFLOW_HOME"]):
+    # A demo starts from a clean slate: its own TP_HOME content and Airflow metadata. The
+    # settings are read again afterwards: airflow-env.sh keeps a key under AIRFLOW_HOME.
+    homes = airflow_env({**os.environ})
+    for folder in (homes["TP_HOME"], homes["AIRFLOW_HOME"]):
         shutil.rmtree(folder, ignore_errors=True)
+    env = airflow_env({**os.environ, "AIRFLOW_HOME": homes["AIRFLOW_HOME"], "TP_HOME": homes["TP_HOME"]})
+    env["TP_API_TOKENS"] = TOKEN
     os.environ.update(env)
 
     step("1. Validate and compile the pipelines in the dags folder")
@@ -193,9 +316,27 @@ def main() -> int:
     run([TP, "pipeline", "compile", str(ROOT / "dags" / "pipelines" / "sensor-continual-learning.yaml")], env)
     run([AIRFLOW, "db", "migrate"], env, show=False)
     print(f"Airflow metadata database ready under {env['AIRFLOW_HOME']}")
+    with ApiServer(env, Path(env["AIRFLOW_HOME"]) / "demo-api-server.log") as api:
+        work = pipeline_runs(env, api)
+    print("API server stopped")
 
+    step("7. The inference endpoint (BentoML): production v1 with v2 in an A/B phase, then v2 promoted")
+    serve_and_call(env, work / "test.npz")
+
+    step("8. The registry remembers every step")
+    run([TP, "model", "list", MODEL], env)
+    run([TP, "model", "history", MODEL], env)
+    shutil.rmtree(work, ignore_errors=True)
+    passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s. Run `make airflow` to see the DAGs, "
+          f"their runs and their task logs in the Airflow UI (user admin, password in {passwords}).")
+    return 0
+
+
+def pipeline_runs(env: dict[str, str], api: ApiServer) -> Path:
+    """Steps 2 to 6, the runs through Airflow; returns the folder of the test recordings."""
     step("2. The example command pipeline through Airflow, with samples=300 given at trigger time")
-    run_dag("example-command-pipeline", {"samples": 300}, env, ("generated ", "smoothed ", "summary: "))
+    run_dag("example-command-pipeline", {"samples": 300}, api, ("generated ", "smoothed ", "summary: "))
 
     step("3. A versioned dataset of sensor recordings with the first two activities")
     work = Path(tempfile.mkdtemp(prefix="tp-demo-"))
@@ -209,7 +350,7 @@ def main() -> int:
     needles = ("running: ", "epoch ", '{"accuracy"', '"action"', "built Bento", "base model")
     conf = {"epochs": 20, "test_data": "tp://sensors_test@main", "model_name": MODEL}
     step("4. sensor-continual-learning, first run: initial training -> evaluation -> production -> Bento")
-    run_dag("sensor-continual-learning", conf, env, needles)
+    run_dag("sensor-continual-learning", conf, api, needles)
 
     step("5. New labels: alice adds two new activities on her own branch; it is merged into main")
     run([TP, "dataset", "branch", "sensors", "user/alice", "--as", "alice"], env)
@@ -223,18 +364,8 @@ def main() -> int:
     run([TP, "dataset", "log", "sensors@main", "--as", "platform-team"], env)
 
     step("6. Second run: incremental training from production (replay + EWC + distillation)")
-    run_dag("sensor-continual-learning", conf, env, needles)
-
-    step("7. The inference endpoint (BentoML): production v1 with v2 in an A/B phase, then v2 promoted")
-    serve_and_call(env, test)
-
-    step("8. The registry remembers every step")
-    run([TP, "model", "list", MODEL], env)
-    run([TP, "model", "history", MODEL], env)
-    shutil.rmtree(work, ignore_errors=True)
-    print(f"\ndemo finished in {time.monotonic() - started:.0f} s. Run `make airflow` to see the DAGs "
-          "and their runs in the Airflow UI.")
-    return 0
+    run_dag("sensor-continual-learning", conf, api, needles)
+    return work
 
 
 if __name__ == "__main__":
