@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathspec.patterns import GitWildMatchPattern
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 from train_platform.exceptions import PipelineSpecError, SpecIssue
 from train_platform.settings import Settings, get_settings
@@ -137,7 +137,7 @@ class _Rule:
     """One line of an ignore file. ``base`` is set for glob patterns anchored to the ignore
     file's folder (a ``/`` at the start or in the middle, as in gitignore)."""
 
-    pattern: GitWildMatchPattern | re.Pattern
+    pattern: GitIgnoreSpecPattern | re.Pattern
     base: Path | None
     dir_only: bool = False
 
@@ -158,7 +158,7 @@ def _compile_rules(ignore_file: Path, root: Path, syntax: str) -> list[_Rule]:
             continue  # matches nothing in gitignore
         anchored = line.startswith("/") or "/" in line.rstrip("/")
         bare = line.lstrip("!").rstrip()
-        rules.append(_Rule(GitWildMatchPattern(line), base=ignore_file.parent if anchored else None,
+        rules.append(_Rule(GitIgnoreSpecPattern(line), base=ignore_file.parent if anchored else None,
                            dir_only=bare != bare.rstrip("/")))
     return rules
 
