@@ -97,3 +97,21 @@ def backend(request, tp_home, monkeypatch) -> Settings:
     settings = reload_settings()
     yield settings
     reload_settings()
+
+
+@pytest.fixture(scope="session")
+def airflow_server(tmp_path_factory):
+    """One real Airflow API server with the plugin for the session's API and browser tests."""
+    from tests.review.airflow_server import AirflowServer
+
+    server = AirflowServer(tmp_path_factory.mktemp("review-airflow")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def served(airflow_server) -> Seeded:
+    """A fresh dataset awaiting review, in the server's TP_HOME."""
+    return seed_dataset(airflow_server.settings)
