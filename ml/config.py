@@ -49,6 +49,9 @@ class TrainConfig:
     anomaly_threshold_quantile: float = 1.0  # of validation scores; 1.0 = the largest normal score
     anomaly_threshold_margin: float = 1.5  # the maximum of a series grows with its length, and the
     # validation part is much shorter than the series scored later
+    # tp:// data: also learn from pending model pre-labels accepted above their run's
+    # --accept-above (label_source "model-accepted"). Off: only reviewed labels teach.
+    use_accepted_prelabels: bool = False
     plugins: list[str] = field(default_factory=lambda: list(PLUGIN_NAMES))  # "ours": all three
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     ewc: EWCConfig = field(default_factory=EWCConfig)

@@ -66,15 +66,17 @@ class SeriesData:
         )
 
 
-def load_ref(ref: str) -> SeriesData:
-    """Load and check the data behind ``ref``; raise ``DataError`` naming what is wrong."""
+def load_ref(ref: str, *, accepted_prelabels: bool = False) -> SeriesData:
+    """Load and check the data behind ``ref``; raise ``DataError`` naming what is wrong.
+    ``accepted_prelabels``: for ``tp://`` refs, pending model pre-labels accepted above their
+    run's threshold (``label_source`` ``model-accepted``) count as labels too."""
     if not isinstance(ref, str) or not ref.strip():
         raise DataError("empty data ref")
     ref = ref.strip()
     if ref.startswith("aeon:"):
         data = _load_aeon(ref)
     elif ref.startswith("tp://"):
-        data = _load_platform(ref)
+        data = _load_platform(ref, accepted_prelabels=accepted_prelabels)
     else:
         data = _load_file(ref)
     check_series(data)
@@ -301,7 +303,7 @@ def _from_table(ref: str, frame) -> SeriesData:
 
 
 # ---- platform datasets -------------------------------------------------------------------------
-def _load_platform(ref: str) -> SeriesData:
+def _load_platform(ref: str, *, accepted_prelabels: bool = False) -> SeriesData:
     try:
         from train_platform.datasets.reader import read_samples
     except ImportError as e:
@@ -318,11 +320,20 @@ def _load_platform(ref: str) -> SeriesData:
     series = [np.asarray(s, dtype=np.float32) for s in samples.series]
     series = [s[:, None] if s.ndim == 1 else s for s in series]
     # Only confirmed labels teach: a "pending" label is a model's pre-label awaiting review,
-    # so those samples count as unlabelled here.
+    # so those samples count as unlabelled here, unless the run opts in to pre-labels the
+    # model gave above its pre-label run's --accept-above (label_source "model-accepted").
     status = list(samples.status) if getattr(samples, "status", None) else ["confirmed"] * len(series)
-    labels = [None if v is None or st == "pending" else str(v) for v, st in zip(samples.labels, status)]
-    pending = sum(1 for v, st in zip(samples.labels, status) if v is not None and st == "pending")
+    sources = list(samples.label_source) if getattr(samples, "label_source", None) else [None] * len(series)
+
+    def teaches(st: str, source: str | None) -> bool:
+        return st != "pending" or (accepted_prelabels and source == "model-accepted")
+
+    labels = [str(v) if v is not None and teaches(st, src) else None for v, st, src in zip(samples.labels, status, sources)]
+    pending = sum(1 for v, st, src in zip(samples.labels, status, sources) if v is not None and not teaches(st, src))
+    accepted = sum(1 for v, st in zip(samples.labels, status) if v is not None and st == "pending") - pending
     if pending:
         log.info("%s: %d samples with pending (unreviewed) labels are treated as unlabelled", ref, pending)
+    if accepted:
+        log.info("%s: %d accepted model pre-labels teach (use_accepted_prelabels)", ref, accepted)
     return SeriesData(ref=ref, series=series, ids=[str(i) for i in samples.ids], labels=labels, label_kind="class")
 

@@ -101,7 +101,7 @@ def run(req: TrainRequest) -> TrainResult:
             return TrainResult(out, metrics, resumed_from_epoch=int(meta.get("epochs_completed", 0)),
                                labels=list(meta.get("labels") or []))
 
-    data = load_ref(req.data) if isinstance(req.data, str) else req.data
+    data = load_ref(req.data, accepted_prelabels=cfg.use_accepted_prelabels) if isinstance(req.data, str) else req.data
     ref = data.ref
     init = _load_init(req, device)
     if init is not None and init.config.n_channels != data.n_channels:
