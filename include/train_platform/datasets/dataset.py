@@ -17,7 +17,7 @@ retention policy and file deletion of expire in ``maintenance.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -334,15 +334,20 @@ class Dataset:
         *,
         message: str | None = None,
         operation: str = "label",
+        refuse_if: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> int:
         """Change the annotation columns of existing samples. Each update is a mapping with
         ``sample_id`` and any of ``label``, ``label_source``, ``confidence``, ``annotator``,
         ``status``; ``annotator`` defaults to the acting user. All ids must exist on the
-        branch, else nothing is written."""
+        branch, else nothing is written. ``refuse_if`` is a predicate on a sample's current
+        row (``schema.is_person_annotation``, say): if it holds for any sample to change, at
+        the moment of the commit, ``ProtectedSamplesError`` lists them and nothing is
+        written."""
         self._require("writer", operation)
         branch = self._write_branch(branch)
         by_id = annotation_updates(updates, annotator=self.user)
-        sid = self._commit(branch, operation, message, set_annotations(by_id, branch, where=f"{self.name}@{branch}"))
+        write = set_annotations(by_id, branch, where=f"{self.name}@{branch}", refuse_if=refuse_if)
+        sid = self._commit(branch, operation, message, write)
         self._access.record(self.name, self.user, operation, ref=branch, snapshot_id=sid, detail={"samples": len(by_id)})
         return sid
 

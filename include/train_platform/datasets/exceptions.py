@@ -43,6 +43,19 @@ class UnknownSamplesError(DatasetError):
         super().__init__(f"{ref} has no samples with id {shown}")
 
 
+class ProtectedSamplesError(DatasetError):
+    """An annotation would change samples whose current annotation the caller asked to keep
+    (a person's label that a model's pre-label must not replace, say): they changed after
+    the caller read them. Nothing was written; ``ids`` lists them."""
+
+    exit_code = 3
+
+    def __init__(self, ref: str, ids: list[str]):
+        self.ids = sorted(ids)
+        shown = ", ".join(self.ids[:20]) + (f" and {len(self.ids) - 20} more" if len(self.ids) > 20 else "")
+        super().__init__(f"{ref}: sample(s) {shown} now carry an annotation this change may not replace; nothing was written")
+
+
 class MergeConflict(DatasetError):
     """Both main and the branch changed the same samples differently since they diverged.
     Main is left unchanged; ``ids`` lists the conflicting sample ids."""

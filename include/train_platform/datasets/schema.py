@@ -9,7 +9,7 @@ file in the object store in ``series_uri`` and leaves ``values`` null.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,10 @@ from pyiceberg.types import (
 from train_platform.datasets.exceptions import InvalidSamplesError
 
 STATUSES = ("raw", "pending", "confirmed")
-LABEL_SOURCES = ("human", "model", "imported")
+LABEL_SOURCES = ("human", "model", "model-accepted", "imported")
+# Labels a model gave (``tp dataset prelabel``): ``model-accepted`` where its confidence was
+# at or above the pre-label run's --accept-above, ``model`` otherwise. Both stay ``pending``.
+MODEL_LABEL_SOURCES = ("model", "model-accepted")
 
 SAMPLE_SCHEMA = Schema(
     NestedField(1, "sample_id", StringType(), required=True),
@@ -53,6 +56,13 @@ ARROW_SCHEMA: pa.Schema = SAMPLE_SCHEMA.as_arrow()
 COLUMNS: tuple[str, ...] = tuple(ARROW_SCHEMA.names)
 # Columns an annotation changes; everything else describes the recording itself.
 LABEL_COLUMNS = ("label", "label_source", "confidence", "annotator", "status")
+
+
+def is_person_annotation(row: Mapping[str, Any]) -> bool:
+    """True when a person stands behind a sample's annotation, which no model may replace:
+    it is confirmed, or its label came from anywhere but a model (``human``, ``imported``).
+    Unlabelled samples and model pre-labels awaiting review are not."""
+    return row.get("status") == "confirmed" or row.get("label_source") not in (None, *MODEL_LABEL_SOURCES)
 
 
 def build_samples(

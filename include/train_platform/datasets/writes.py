@@ -9,7 +9,7 @@ checks and the audit log are the caller's (``Dataset``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -20,7 +20,7 @@ from pyiceberg.table import Table
 from train_platform.datasets import schema as sample_schema
 from train_platform.datasets.changes import existing_ids
 from train_platform.datasets.commits import WriteFn
-from train_platform.datasets.exceptions import DatasetError, InvalidSamplesError, UnknownSamplesError
+from train_platform.datasets.exceptions import DatasetError, InvalidSamplesError, ProtectedSamplesError, UnknownSamplesError
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,18 @@ def annotation_updates(updates: Sequence[Mapping[str, Any]], annotator: str) -> 
     return by_id
 
 
-def set_annotations(by_id: Mapping[str, Mapping[str, Any]], branch: str, *, where: str) -> WriteFn:
+def set_annotations(
+    by_id: Mapping[str, Mapping[str, Any]],
+    branch: str,
+    *,
+    where: str,
+    refuse_if: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> WriteFn:
     """Rewrite the samples in ``by_id`` on ``branch`` with their new annotation columns
-    (copy-on-write); ``UnknownSamplesError`` if one is not on the branch."""
+    (copy-on-write); ``UnknownSamplesError`` if one is not on the branch. With
+    ``refuse_if``, a predicate on a sample's current row, ``ProtectedSamplesError`` if it
+    holds for any of them: checked on the state the commit lands on, so a concurrent
+    writer's annotation is never replaced unseen."""
     ids = sorted(by_id)
 
     def write(table: Table, txn: Any, props: dict[str, str]) -> None:
@@ -112,6 +121,10 @@ def set_annotations(by_id: Mapping[str, Mapping[str, Any]], branch: str, *, wher
         if missing:
             raise UnknownSamplesError(where, sorted(missing))
         records = sample_schema.conform(current).to_pylist()
+        if refuse_if is not None:
+            protected = [r["sample_id"] for r in records if refuse_if(r)]
+            if protected:
+                raise ProtectedSamplesError(where, protected)
         for record in records:
             record.update(by_id[record["sample_id"]])
         new_rows = sample_schema.conform(pa.Table.from_pylist(records, schema=sample_schema.ARROW_SCHEMA), where="annotations")
