@@ -141,6 +141,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     dataset_check.register(commands)
 
+    from train_platform.cli import dataset_sampling
+
+    dataset_sampling.register(commands)
+
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     if getattr(args, "json", False):

@@ -22,6 +22,8 @@ OPERATORS: dict[str, str] = {
     "deployment": "operators.deployment:DeploymentOperator",
     "packaging": "operators.packaging:PackagingOperator",
     "batch_inference": "operators.batch_inference:BatchInferenceOperator",
+    "sampling": "operators.sampling:SamplingOperator",
+    "prelabel": "operators.prelabel:PrelabelOperator",
     "annotation_check": "operators.annotation_check:AnnotationCheckOperator",
 }
 

@@ -28,6 +28,8 @@ TASK_TYPES: dict[str, TaskType] = {
         TaskType("deployment", "scheduled A/B deployment with promotion or rollback"),
         TaskType("packaging", "build a BentoML Bento for a registered model version"),
         TaskType("batch_inference", "score a dataset ref with a model version and write the predictions"),
+        TaskType("sampling", "select the samples a person labels next by an active-learning strategy (`tp dataset sample`)"),
+        TaskType("prelabel", "write a model's labels as pending pre-labels, never over a person's (`tp dataset prelabel`)"),
         TaskType("annotation_check", "check a dataset ref's annotations (`tp dataset check`); fails below the minimum score"),
     )
 }
