@@ -27,17 +27,22 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
         cm[index[t], index[p]] += 1
     present = [i for i in range(len(names)) if cm[i].sum() > 0 or cm[:, i].sum() > 0]
     f1s = []
+    per_class = {}
     for i in present:
         tp = cm[i, i]
         prec = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
         rec = tp / cm[i].sum() if cm[i].sum() else 0.0
         f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+        # Recall is the class's accuracy: the share of its samples predicted as it.
+        per_class[names[i]] = {"n": int(cm[i].sum()), "correct": int(tp), "accuracy": float(rec),
+                               "precision": float(prec), "f1": float(f1s[-1])}
     return {
         "accuracy": float(np.trace(cm) / max(1, cm.sum())),
         "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
         "confusion": cm.tolist(),
         "confusion_labels": names,
         "unseen_labels": extra,
+        "per_class": per_class,
         "n": int(cm.sum()),
     }
 
@@ -103,6 +108,7 @@ def evaluate(ckpt: Checkpoint, data: SeriesData, season: int | None = None) -> d
         probs = run_batches(ckpt, examples)
         preds = [ckpt.labels[int(np.argmax(p["probabilities"]))] for p in probs]
         result.update(classification_metrics([ex["label"] for ex in examples], preds, ckpt.labels))
+        result["labels"] = list(ckpt.labels)  # the classes the model knows
     elif task in ("regression", "forecasting"):
         examples = build_examples(data, task, context_len=cfg.context_len, horizon=cfg.horizon, scored_only=True)
         out = run_batches(ckpt, examples)
