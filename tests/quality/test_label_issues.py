@@ -64,18 +64,23 @@ def test_issues_are_ranked_and_unknown_labels_left_out():
 
 
 @pytest.mark.slow
-def test_a_registered_models_predictions_judge_the_labels(tp_home, tmp_path_factory, ds_name, capsys):
+def test_a_registered_models_predictions_judge_the_labels(tp_home, tmp_path_factory, tmp_path, ds_name, capsys):
     """--model: probabilities from the model's batch inference (a subprocess writing an
-    .npz), on recordings it was not trained on, with 10% of their labels flipped."""
-    from tests.registry.models import CLASSES, trained_models
+    .npz), on 200 recordings it was not trained on, with 10% of their labels flipped.
+    (With 4 flips among 40 samples, cleanlab's estimate of the noise per class pair is too
+    coarse to find them reliably: between 1 and 4 of them over six draws of the flips.)"""
+    from tests.registry.models import CLASSES, synthetic, trained_models
     from train_platform.cli import main
 
-    models = trained_models(tmp_path_factory.getbasetemp() / "tp-models")
-    assert main(["dataset", "import", ds_name, "--from", str(models["test_data"]), "--as", OWNER]) == 0
+    models = trained_models(tmp_path_factory.getbasetemp() / "tp-models")  # trained on synthetic(80, seed=0)
+    x, y = synthetic(200, seed=5)
+    data = tmp_path / "unseen.npz"
+    np.savez(data, X=x, y=y)
+    assert main(["dataset", "import", ds_name, "--from", str(data), "--as", OWNER]) == 0
     assert main(["model", "register", "shapes", "--checkpoint", str(models["good"])]) == 0
     assert main(["model", "promote", "shapes", "1"]) == 0
     rows = rows_by_id(ds_name)
-    chosen = sorted(rows)[::10]  # 4 of 40
+    chosen = sorted(np.random.default_rng(3).choice(sorted(rows), size=20, replace=False))
     rotated = dict(zip(CLASSES, CLASSES[1:] + CLASSES[:1]))
     dataset = open_dataset(ds_name, user=OWNER)
     dataset.branch("flipped")
@@ -84,7 +89,7 @@ def test_a_registered_models_predictions_judge_the_labels(tp_home, tmp_path_fact
 
     result = check_dataset(f"{ds_name}@flipped", CheckConfig(model="model:shapes:production"), user=OWNER)
     assert result.labels.source == "model:shapes:v1"  # the alias, pinned to the version it named
-    assert result.labels.considered == 40
+    assert result.labels.considered == 200
     found = {issue.sample_id: issue for issue in result.labels.issues}
     hits = set(found) & set(chosen)
     assert len(hits) / len(chosen) >= 0.75 and len(hits) / max(1, len(found)) >= 0.75, (sorted(found), chosen)
