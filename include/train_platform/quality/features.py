@@ -5,6 +5,9 @@ channel count, how many of its values are not finite, how many of its channels a
 how many of its values lie far outside the dataset's own robust range, and a hash of its
 content. The expectations in ``expectations.py`` then run on these columns, one row per
 sample, so a failed expectation names the samples at fault.
+
+``summary_features`` gives the per-series statistics the cross-validated classifier of
+``label_issues.py`` learns from when no model is given.
 """
 
 from __future__ import annotations
