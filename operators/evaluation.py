@@ -9,7 +9,9 @@ from operators.container_command import ContainerCommandOperator
 
 
 class EvaluationOperator(ContainerCommandOperator):
-    """Inputs: ``model`` (a checkpoint folder) and ``test_data``; the first output folder
+    """Inputs: ``model`` (a checkpoint folder) and ``test_data``; optionally ``baseline``, the
+    version to measure on the same data in the same run (``model:NAME:production``: what the
+    deployment task's evaluation gate compares the candidate with). The first output folder
     receives ``metrics.json``."""
 
     task_type = "evaluation"
@@ -22,5 +24,8 @@ class EvaluationOperator(ContainerCommandOperator):
             raise ValueError(f"{self.task_id}: evaluation needs inputs `model` and `test_data` and an output "
                              f"(missing: {', '.join(missing) or 'output'})")
         out = str(PurePosixPath(next(iter(outputs.values()))) / "metrics.json")
-        return ["python", "-m", "ml.evaluate", "--checkpoint", inputs["model"], "--data", inputs["test_data"],
-                "--out", out]
+        command = ["python", "-m", "ml.evaluate", "--checkpoint", inputs["model"], "--data", inputs["test_data"],
+                   "--out", out]
+        if inputs.get("baseline"):
+            command += ["--baseline", inputs["baseline"]]
+        return command

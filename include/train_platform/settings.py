@@ -8,16 +8,73 @@ other code path.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+# What a bearer token of the inference endpoint may call: `predict` (POST /predict) and
+# `feedback` (POST /feedback, confirmed labels).
+API_SCOPES = ("predict", "feedback")
+# A named entry of TP_API_TOKENS: NAME:SCOPE[+SCOPE]=TOKEN (the token itself may contain '=').
+_NAMED_TOKEN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._@-]{0,62}):([a-z]+(?:\+[a-z]+)*)=(.+)$")
+
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def os_user() -> str:
+    """The user this process runs as, from the kernel's uid and the password database; never
+    from environment variables (``USER`` and ``LOGNAME`` are whatever the caller set). A uid
+    without a password entry, as in some containers, is ``uid-<N>``."""
+    import pwd
+
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid-{uid}"
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """One bearer token of the inference endpoint: the name the registry's history records
+    for what it does, and the scopes it may call."""
+
+    token: str
+    name: str
+    scopes: frozenset[str]
+
+    def __repr__(self) -> str:  # never print the token itself
+        return f"ApiClient(name={self.name!r}, scopes={sorted(self.scopes)})"
+
+
+def parse_api_tokens(value: str) -> tuple[ApiClient, ...]:
+    """TP_API_TOKENS: comma-separated ``NAME:SCOPES=TOKEN`` entries (``SCOPES``: ``predict``,
+    ``feedback``, or both joined by ``+``). A bare ``TOKEN`` has both scopes and the name
+    ``token-`` + the first 8 hex digits of its sha256, so the token never appears in a record."""
+    clients, names = [], set()
+    for entry in _split(value):
+        named = _NAMED_TOKEN.match(entry)
+        if named:
+            name, scopes, token = named[1], frozenset(named[2].split("+")), named[3]
+            unknown = sorted(scopes - set(API_SCOPES))
+            if unknown:
+                raise ValueError(f"TP_API_TOKENS: token {name!r} has unknown scope(s) {', '.join(unknown)} "
+                                 f"(known: {', '.join(API_SCOPES)})")
+        else:
+            token, scopes = entry, frozenset(API_SCOPES)
+            name = "token-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+        if name in names:
+            raise ValueError(f"TP_API_TOKENS: the name {name!r} is given to two tokens")
+        names.add(name)
+        clients.append(ApiClient(token=token, name=name, scopes=scopes))
+    return tuple(clients)
 
 
 @dataclass(frozen=True)
@@ -40,6 +97,9 @@ class Settings:
     database_url: str | None = None
     # Bearer tokens accepted by the inference endpoint; empty means auth is off.
     api_tokens: tuple[str, ...] = ()
+    # The same tokens with their names and scopes (TP_API_TOKENS entries NAME:SCOPES=TOKEN);
+    # derived from `api_tokens` (bare tokens) when not given.
+    api_clients: tuple[ApiClient, ...] = ()
     # hostPath mounts are only allowed under these prefixes.
     hostpath_prefixes: tuple[str, ...] = ("/mnt", "/data")
     # Kubernetes namespace for task pods.
@@ -50,8 +110,23 @@ class Settings:
     k8s_secret: str = "train-platform-secrets"
     # Where pipeline files are dropped: Airflow's dags folder.
     dags_folder: Path = _PROJECT_ROOT / "dags"
-    # Acting user when a CLI call gives no --as.
-    user: str = field(default_factory=lambda: os.environ.get("USER", "anonymous"))
+    # The OS user this process runs as (kernel uid -> password database): who is
+    # authenticated. Never taken from the environment.
+    os_user: str = field(default_factory=os_user)
+    # TP_USER: the user a process asks to act as. Only a platform-admin's processes may act
+    # as someone else (train_platform.registry.identity decides); tasks get it from the
+    # platform: the pipeline's owner.
+    requested_user: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.api_tokens and not self.api_clients:
+            object.__setattr__(self, "api_clients", parse_api_tokens(",".join(self.api_tokens)))
+
+    @property
+    def user(self) -> str:
+        """The user asked for: ``TP_USER``, else the OS user. Whether the OS user may act as
+        that user is checked by ``train_platform.registry.identity.acting_user``."""
+        return self.requested_user or self.os_user
 
     @property
     def pipeline_state_dir(self) -> Path:
@@ -80,6 +155,7 @@ class Settings:
         executor = env.get("TP_EXECUTOR", "local")
         if executor not in ("local", "kubernetes"):
             raise ValueError(f"TP_EXECUTOR must be 'local' or 'kubernetes', not {executor!r}")
+        clients = parse_api_tokens(env.get("TP_API_TOKENS", ""))
         return cls(
             home=home,
             default_executor=executor,
@@ -88,14 +164,15 @@ class Settings:
             s3_endpoint=env.get("TP_S3_ENDPOINT") or None,
             redis_url=env.get("TP_REDIS_URL") or None,
             database_url=env.get("TP_DATABASE_URL") or None,
-            api_tokens=_split(env.get("TP_API_TOKENS", "")),
+            api_tokens=tuple(client.token for client in clients),
+            api_clients=clients,
             hostpath_prefixes=_split(env.get("TP_HOSTPATH_PREFIXES", "/mnt,/data")),
             k8s_namespace=env.get("TP_K8S_NAMESPACE", "train-platform"),
             k8s_config_map=env.get("TP_K8S_CONFIG_MAP", "train-platform-config"),
             k8s_secret=env.get("TP_K8S_SECRET", "train-platform-secrets"),
             dags_folder=Path(env.get("TP_DAGS_FOLDER") or env.get("AIRFLOW__CORE__DAGS_FOLDER")
                              or _PROJECT_ROOT / "dags").expanduser().resolve(),
-            user=env.get("TP_USER") or env.get("USER") or "anonymous",
+            requested_user=env.get("TP_USER") or None,
         )
 
 

@@ -13,8 +13,8 @@ from train_platform.registry.deployment import (
     DeploymentPolicy,
     decide,
     deployment_step,
-    gate_from_evaluation,
     policy_from_json,
+    read_evaluation,
 )
 from train_platform.registry.schema import LATENCY_BUCKETS_MS
 
@@ -81,16 +81,15 @@ def test_policy_is_validated_and_parsed_from_json():
     assert policy.candidate_share == 0.2 and policy.max_ab_duration == timedelta(hours=1)
 
 
-def test_gate_verdict_from_an_evaluation_file(tmp_path):
-    assert gate_from_evaluation(None) == ("pending", {})
+def test_an_evaluation_file_is_read_from_a_file_or_its_folder(tmp_path):
     report = tmp_path / "metrics.json"
-    report.write_text(json.dumps({"accuracy": 0.91, "macro_f1": 0.9, "confusion": [[1]]}))
-    assert gate_from_evaluation(tmp_path) == ("passed", {"accuracy": 0.91, "macro_f1": 0.9})
-    report.write_text(json.dumps({"accuracy": 0.5, "gate": {"passed": False}}))
-    assert gate_from_evaluation(report)[0] == "failed"
+    report.write_text(json.dumps({"task": "classification", "accuracy": 0.91}))
+    assert read_evaluation(tmp_path) == (report, {"task": "classification", "accuracy": 0.91})
     report.write_text("[1, 2]")
     with pytest.raises(DeploymentError, match="not a JSON object"):
-        gate_from_evaluation(report)
+        read_evaluation(report)
+    with pytest.raises(DeploymentError, match="cannot read the evaluation"):
+        read_evaluation(tmp_path / "missing.json")
 
 
 def test_step_cycle_on_a_real_registry(registry, checkpoints):
@@ -151,6 +150,18 @@ def test_operators_build_their_commands(tmp_path):
     assert command == ["python", "-m", "train_platform.cli", "model", "deploy", "sensor", "--checkpoint", "/ckpt",
                        "--evaluation", "/eval", "--policy", '{"candidate_share": 0.2}', "--out", "/out"]
     assert deploy.default_command({}, {}, {})[5] == "daily-deployment"
+    gated = deploy.default_command({}, {}, {"model_name": "sensor", "gate_floor": 0.8, "gate_max_old_class_drop": 0.1})
+    assert gated[-2:] == ["--gate-policy", '{"floor": 0.8, "max_old_class_drop": 0.1}']
+    kwargs = deploy.pod_operator_kwargs(["true"], {})
+    assert kwargs["skip_on_exit_code"] == 99
+
+    from operators.evaluation import EvaluationOperator
+
+    evaluate = EvaluationOperator(task_id="evaluate", pipeline="p")
+    assert evaluate.default_command({"model": "/ckpt", "test_data": "tp://t@main", "baseline": "model:m:production"},
+                                    {"results": "/out"}, {}) == [
+        "python", "-m", "ml.evaluate", "--checkpoint", "/ckpt", "--data", "tp://t@main", "--out", "/out/metrics.json",
+        "--baseline", "model:m:production"]
 
     package = PackagingOperator(task_id="package", pipeline="p")
     assert package.default_command({}, {}, {"model_name": "sensor", "model_version": "candidate"}) == [

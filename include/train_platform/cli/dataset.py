@@ -1,7 +1,8 @@
 """``tp dataset``: versioned datasets from the command line.
 
-Every sub-command acts as ``--as USER`` (default: TP_USER, else $USER) and is checked
-against that user's role on the dataset. Commands that print data take ``--json``.
+Every sub-command acts as the OS user it runs as, and is checked against that user's role
+on the dataset; ``--as USER`` (else ``TP_USER``) is reserved to a platform-admin
+(``train_platform.registry.identity``; anyone else gets exit 2). Commands that print data take ``--json``.
 Exit codes: 0 ok, 1 error, 2 bad input, 3 merge conflict, 4 dataset locked, 5 permission denied.
 """
 
@@ -15,7 +16,16 @@ from typing import Any
 
 
 def _add_user(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--as", dest="user", metavar="USER", help="act as USER (default: TP_USER or $USER)")
+    parser.add_argument("--as", dest="user", metavar="USER",
+                        help="act as USER (platform-admins only; default: the OS user, or TP_USER for an admin)")
+
+
+def acting_user(args: argparse.Namespace) -> str:
+    """Who a command acts as: the OS user, or ``--as`` / ``TP_USER`` for a platform-admin
+    (``IdentityError``, exit 2, for anyone else)."""
+    from train_platform.registry.identity import acting_user as resolve
+
+    return resolve(requested=getattr(args, "user", None))
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +167,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 def _open(name: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from train_platform.datasets.dataset import open_dataset
 
-    return open_dataset(name, user=args.user)
+    return open_dataset(name, user=acting_user(args))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -177,7 +187,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             from train_platform.datasets.exceptions import DatasetNotFoundError
 
             raise DatasetNotFoundError(f"no dataset named {name!r}; import into main to create it")
-        dataset = create_dataset(name, user=args.user, source=args.source, message=args.message)
+        dataset = create_dataset(name, user=acting_user(args), source=args.source, message=args.message)
         sid = dataset.resolve(MAIN).snapshot_id
         created = True
     count = dataset.samples_count(branch or MAIN)

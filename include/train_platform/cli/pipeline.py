@@ -34,6 +34,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     activate.add_argument("version", nargs="?", help="omit with --latest to follow the highest version again")
     activate.add_argument("--latest", action="store_true", help="remove the pin: the highest version is active")
     activate.add_argument("--dags-folder", type=Path)
+    activate.add_argument("--as", dest="user", metavar="USER",
+                          help="act as USER (platform-admins only; default: the OS user)")
     activate.set_defaults(func=cmd_activate)
 
 
@@ -111,23 +113,37 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_activate(args: argparse.Namespace) -> int:
+    """Needs the pipeline's owner (of its active version) or a platform-admin; recorded in
+    the platform audit log (``tp admin audit``)."""
+    from train_platform.registry import identity
     from train_platform.spec import versions
 
     settings = get_settings()
+    actor = identity.acting_user(settings, args.user)
     scan = _scan(args.dags_folder)
     found = scan.versions_of(args.name)
     if not found:
         raise PipelineNotFoundError(f"no valid pipeline named {args.name!r} in {args.dags_folder or settings.dags_folder}")
-    if args.latest:
-        versions.write_pin(settings, args.name, None)
-        print(f"{args.name}: the highest version is active again ({versions.choose_active(list(found), None)})")
-        return 0
-    if not args.version:
+    if not args.latest and not args.version:
         raise PipelineNotFoundError("give a VERSION, or --latest")
-    if args.version not in found:
+    if not args.latest and args.version not in found:
         raise PipelineNotFoundError(
             f"pipeline {args.name!r} has no version {args.version!r} (found: {', '.join(sorted(found))})")
-    versions.write_pin(settings, args.name, args.version)
-    print(f"{args.name}: version {args.version} is active ({found[args.version].path}); "
-          "the DAG changes at the next parse of the dags folder")
+    active = found[scan.active[args.name]].spec
+    owner = active.spec.default_args.owner or active.metadata.owner
+    identity.authorize_pipeline_activation(actor, owner, args.name, None if args.latest else args.version,
+                                           database_url=settings.database_uri)
+    previous = scan.active[args.name]
+    if args.latest:
+        versions.write_pin(settings, args.name, None)
+        now = versions.choose_active(list(found), None)
+        print(f"{args.name}: the highest version is active again ({now})")
+    else:
+        versions.write_pin(settings, args.name, args.version)
+        now = args.version
+        print(f"{args.name}: version {args.version} is active ({found[args.version].path}); "
+              "the DAG changes at the next parse of the dags folder")
+    identity.record(actor, "pipeline_activate", f"pipeline {args.name}",
+                    {"version": now, "previous": previous, "pinned": not args.latest, "owner": owner},
+                    database_url=settings.database_uri)
     return 0

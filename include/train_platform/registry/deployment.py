@@ -2,7 +2,9 @@
 
 ``decide`` is pure: given the live figures of both arms of an A/B test and a policy it says
 promote, roll back or wait, with the reasons. ``deployment_step`` applies one step of the
-cycle to the registry and is what the daily ``deployment`` task runs:
+cycle to the registry and is what the daily ``deployment`` task runs (``run_deploy_command``
+first registers the task's checkpoint with the verdict of its evaluation gate, ``gate``, and
+stops there when the gate failed):
 
 1. no experiment running: take the newest version that passed its evaluation gate, is newer
    than production and never lost an A/B test; start an A/B phase at ``candidate_share``
@@ -13,7 +15,8 @@ cycle to the registry and is what the daily ``deployment`` task runs:
    worse on any; keep waiting while either arm has too little traffic, up to
    ``max_ab_duration``.
 
-Every step lands in the model's history in the registry.
+Every step lands in the model's history in the registry, recorded as the acting user (the
+pipeline's owner in a task).
 """
 
 from __future__ import annotations
@@ -24,15 +27,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from train_platform.registry.exceptions import DeploymentError
+from train_platform.registry.exceptions import DeploymentError, ModelNotFoundError
+from train_platform.registry.gate import GateDecision, decide_gate, gate_policy_from_json
 from train_platform.registry.live_stats import LiveStats
-from train_platform.registry.model_registry import ModelRegistry
+from train_platform.registry.model_registry import ModelRegistry, ModelVersion
 from train_platform.registry.names import PRODUCTION
 from train_platform.registry.schema import utcnow
 
 log = logging.getLogger(__name__)
 
 Action = Literal["promote", "rollback", "wait"]
+# `tp model deploy` exits with this when the task's candidate failed its evaluation gate:
+# nothing was deployed, and the deployment task (then the rest of the pipeline) is skipped.
+# 99 is the exit code Airflow's own operators skip on.
+GATE_FAILED_EXIT_CODE = 99
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,8 @@ def decide(candidate: LiveStats, production: LiveStats, policy: DeploymentPolicy
 class StepResult:
     """What one deployment step did; its ``action`` is also the task's XCom value."""
 
-    action: Literal["promoted", "rolled_back", "waiting", "ab_started", "first_production", "nothing"]
+    action: Literal["promoted", "rolled_back", "waiting", "ab_started", "first_production", "nothing",
+                    "gate_failed"]
     model: str
     version: int | None
     reasons: tuple[str, ...] = ()
@@ -179,7 +188,7 @@ class StepResult:
 
 
 def deployment_step(registry: ModelRegistry, name: str, policy: DeploymentPolicy, *,
-                    actor: str = "deployment", now: datetime | None = None) -> StepResult:
+                    actor: str | None = None, now: datetime | None = None) -> StepResult:
     """Advances the deployment cycle of ``name`` by one step (see the module docstring)."""
     now = now or utcnow()
     experiment = registry.active_experiment(name)
@@ -246,14 +255,11 @@ def policy_from_json(text: str) -> DeploymentPolicy:
         raise DeploymentError(f"invalid deployment policy: {exc}") from exc
 
 
-def gate_from_evaluation(evaluation: Path | None) -> tuple[str, dict[str, Any]]:
-    """Gate verdict and numeric metrics from an evaluation JSON. An evaluation task fails
-    when its gate fails, so a file that exists means passed, unless it says otherwise with a
-    top-level ``"passed"`` (or ``"gate": {"passed": ...}``). No file: pending."""
+def read_evaluation(evaluation: Path) -> tuple[Path, dict[str, Any]]:
+    """The evaluation JSON written by ``python -m ml.evaluate`` (a file, or a folder holding
+    ``metrics.json``) and its path."""
     import json
 
-    if evaluation is None:
-        return "pending", {}
     path = evaluation / "metrics.json" if evaluation.is_dir() else evaluation
     try:
         data = json.loads(path.read_text())
@@ -261,29 +267,65 @@ def gate_from_evaluation(evaluation: Path | None) -> tuple[str, dict[str, Any]]:
         raise DeploymentError(f"cannot read the evaluation {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise DeploymentError(f"evaluation {path} is not a JSON object")
-    verdict = data.get("passed", (data.get("gate") or {}).get("passed") if isinstance(data.get("gate"), dict) else None)
-    metrics = {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return ("failed" if verdict is False else "passed"), metrics
+    return path, data
+
+
+def headline_metrics(data: dict[str, Any]) -> dict[str, Any]:
+    """The numbers at the top of an evaluation: what a version records as its metrics."""
+    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _production(registry: ModelRegistry, name: str) -> int | None:
+    try:
+        return registry.aliases(name).get(PRODUCTION)
+    except ModelNotFoundError:
+        return None
+
+
+def _gate(registry: ModelRegistry, name: str, evaluation: Path, gate_policy_json: str) -> tuple[Path, dict, GateDecision]:
+    path, data = read_evaluation(evaluation)
+    production = _production(registry, name)
+    decision = decide_gate(data, production, gate_policy_from_json(gate_policy_json))
+    log.info("%s: evaluation gate %s: %s", name, "passed" if decision.passed else "FAILED", "; ".join(decision.reasons))
+    return path, data, decision
 
 
 def run_deploy_command(registry: ModelRegistry, name: str, *, checkpoint: Path | None = None,
-                       evaluation: Path | None = None, policy_json: str = "{}", out: Path | None = None,
-                       actor: str = "deployment") -> StepResult:
+                       evaluation: Path | None = None, policy_json: str = "{}", gate_policy_json: str = "{}",
+                       out: Path | None = None, actor: str | None = None) -> StepResult:
     """What ``tp model deploy`` (the ``deployment`` task's command) does: register the
-    task's checkpoint once, then advance the deployment cycle by one step."""
+    task's checkpoint once, with the verdict of its evaluation gate (pending without an
+    evaluation), then advance the deployment cycle by one step, unless the checkpoint's gate
+    failed: then nothing is deployed and the result is ``gate_failed`` with its reasons."""
     import json
 
     policy = policy_from_json(policy_json)
+    gate_policy_from_json(gate_policy_json)  # a bad policy fails before anything is written
+    candidate: ModelVersion | None = None
     if checkpoint is not None:
-        existing = registry.find_by_checkpoint(name, checkpoint)
-        if existing is None:
-            gate, metrics = gate_from_evaluation(evaluation)
-            registry.register(name, checkpoint, metrics=metrics, gate_status=gate,
-                              gate_report=str(evaluation) if evaluation else None, actor=actor)
+        candidate = registry.find_by_checkpoint(name, checkpoint)
+        if candidate is None:
+            if evaluation is None:
+                candidate = registry.register(name, checkpoint, actor=actor)
+            else:
+                path, data, decision = _gate(registry, name, evaluation, gate_policy_json)
+                candidate = registry.register(
+                    name, checkpoint, metrics=headline_metrics(data), gate_status="passed" if decision.passed else "failed",
+                    gate_report=str(path), gate_detail=decision.to_dict(), actor=actor)
         else:
-            log.info("%s: checkpoint %s is already version %d", name, checkpoint, existing.version)
-    result = deployment_step(registry, name, policy, actor=actor)
+            log.info("%s: checkpoint %s is already version %d (gate %s)", name, checkpoint, candidate.version,
+                     candidate.gate_status)
+            if candidate.gate_status == "pending" and evaluation is not None:
+                path, _, decision = _gate(registry, name, evaluation, gate_policy_json)
+                candidate = registry.record_gate(name, candidate.version, passed=decision.passed, report=str(path),
+                                                 detail=decision.to_dict(), actor=actor)
+    if candidate is not None and candidate.gate_status == "failed":
+        reasons = tuple(candidate.gate_reasons) or ("its evaluation gate failed",)
+        log.info("%s: v%d failed its evaluation gate; nothing is deployed", name, candidate.version)
+        result = StepResult("gate_failed", name, candidate.version, reasons, (candidate.gate_detail or {}).get("figures", {}))
+    else:
+        result = deployment_step(registry, name, policy, actor=actor)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "deployment.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        (out / "deployment.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
     return result

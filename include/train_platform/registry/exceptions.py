@@ -56,3 +56,31 @@ class PackagingError(RegistryError):
 
 class DeploymentError(RegistryError):
     """A deployment step cannot run (bad policy, inconsistent registry state)."""
+
+
+class AccessDeniedError(RegistryError, PermissionError):
+    """The acting user lacks the model role, the platform-admin role or the pipeline
+    ownership a step needs. Exit code 5, as for a dataset."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, operation: str | None = None, needed: str | None = None,
+                 role: str | None = None):
+        super().__init__(message)
+        self.operation, self.needed, self.role = operation, needed, role
+
+
+class RoleError(RegistryError, ValueError):
+    """A role cannot be given or taken: unknown role, bad user name, the last owner of a model
+    or the last platform-admin."""
+
+
+class IdentityError(RegistryError):
+    """A process asks to act as another user (``--as``, ``TP_USER``) without the
+    platform-admin role. Exit code 2: the request itself is refused."""
+
+    exit_code = 2
+
+
+class GateError(RegistryError, ValueError):
+    """An evaluation gate cannot be decided: bad policy, unreadable or incomplete evaluation."""

@@ -46,8 +46,9 @@ class ServingState:
 
 class ExperimentsMixin:
     """The experiment and serving-state methods of ``ModelRegistry`` (mixed in there; they
-    use its ``url`` and its helpers ``_model_id``, ``_resolve``, ``_version_row``,
-    ``_current_alias``, ``_set_alias`` and ``_event``)."""
+    use its ``url`` and its helpers ``_writing``, ``_model_id``, ``_resolve``,
+    ``_version_row``, ``_current_alias``, ``_set_alias`` and ``_event``). Starting, ending
+    and concluding an experiment need the maintainer role on the model."""
 
     def start_experiment(self, name: str, candidate: int | str, *, weight: float,
                          actor: str | None = None, reason: str | None = None) -> Experiment:
@@ -55,8 +56,7 @@ class ExperimentsMixin:
         the ``candidate`` alias at it too, so the move is in the alias history."""
         if not isinstance(weight, (int, float)) or not 0.0 < float(weight) < 1.0:
             raise ExperimentError(f"candidate weight must be strictly between 0 and 1, not {weight!r}")
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
+        with self._writing(name, "experiment", actor) as (conn, model_id, actor):
             number = self._resolve(conn, model_id, name, candidate)
             self._version_row(conn, model_id, name, number)
             production = self._current_alias(conn, model_id, PRODUCTION)
@@ -84,8 +84,7 @@ class ExperimentsMixin:
 
     def end_experiment(self, name: str, *, outcome: str = "cleared", actor: str | None = None,
                        detail: dict[str, Any] | None = None) -> Experiment:
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
+        with self._writing(name, "experiment", actor) as (conn, model_id, actor):
             ended = self._end_experiment(conn, model_id, name, outcome=outcome, actor=actor, detail=detail)
             if self._current_alias(conn, model_id, CANDIDATE) == ended.candidate_version:
                 self._set_alias(conn, model_id, CANDIDATE, None, kind="clear", actor=actor,
@@ -125,8 +124,7 @@ class ExperimentsMixin:
                             detail: dict[str, Any] | None = None) -> Experiment:
         """Ends the running experiment in one transaction: the candidate becomes production
         (``promote``) or is marked rejected and production stays (rollback of the A/B)."""
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
+        with self._writing(name, "experiment", actor) as (conn, model_id, actor):
             running = self._active_experiment(conn, model_id, name)
             if running is None:
                 raise ExperimentError(f"model {name!r} runs no A/B experiment")

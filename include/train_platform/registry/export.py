@@ -23,14 +23,17 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def export_version(registry: ModelRegistry, name: str, version: int | str, destination: str) -> str:
+def export_version(registry: ModelRegistry, name: str, version: int | str, destination: str, *,
+                   actor: str | None = None) -> str:
     """Uploads ``name`` version ``version`` as ``<prefix>/<name>/v<version>.bentomodel``;
-    returns the object's URI and records the export in the model's history."""
+    returns the object's URI and records the export in the model's history. The acting user
+    needs the reader role, checked before anything is uploaded."""
     import boto3
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = parse_s3_uri(destination)
+    actor = registry.check_access(name, "export", actor)
     found = registry.get(name, version)
     key = "/".join(part for part in (prefix, name, f"v{found.version}.bentomodel") if part)
     client = boto3.client("s3", endpoint_url=registry.settings.s3_endpoint)
@@ -42,6 +45,7 @@ def export_version(registry: ModelRegistry, name: str, version: int | str, desti
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise ExportError(f"uploading {name} v{found.version} to s3://{bucket}/{key} failed: {exc}") from exc
     uri = f"s3://{bucket}/{key}"
-    registry.record_event(name, "export", version=found.version, detail={"uri": uri})
+    registry.record_event(name, "export", version=found.version, detail={"uri": uri}, actor=actor,
+                          operation="export")
     log.info("exported %s v%d to %s", name, found.version, uri)
     return uri

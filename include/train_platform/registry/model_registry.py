@@ -7,12 +7,18 @@ through earlier holders rather than bouncing between the last two.
 
 ``ModelRegistry`` also carries the A/B experiment methods (``experiments``) and the live
 stats methods (``live_stats``), mixed in from their own modules. All writes run in one
-transaction that locks the model's row first (see ``schema``).
+transaction that locks the model's row first (see ``schema``) and checks, on that
+connection, that the acting user holds the model role the step needs (``access``); a
+refusal is recorded in the history as a ``denied`` event. The acting user is the one given
+as ``actor``, else the registry's: the one passed at construction, else the authenticated
+user of the process (``identity.acting_user``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,9 +27,10 @@ from typing import Any, Iterable
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from train_platform.registry import schema
+from train_platform.registry import access, schema
 from train_platform.registry.checkpoints import checkpoint_digest, read_checkpoint_info
 from train_platform.registry.exceptions import (
+    AccessDeniedError,
     AliasNotSetError,
     CheckpointInvalidError,
     ModelNotFoundError,
@@ -62,6 +69,12 @@ class ModelVersion:
     gate_report: str | None
     rejected: bool
     aliases: tuple[str, ...] = ()
+    # The gate's decision (``gate.GateDecision.to_dict``): passed, reasons, figures, policy.
+    gate_detail: dict[str, Any] | None = None
+
+    @property
+    def gate_reasons(self) -> list[str]:
+        return list((self.gate_detail or {}).get("reasons") or [])
 
     @property
     def ref(self) -> ModelRef:
@@ -95,9 +108,66 @@ class ModelEvent:
 class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
     """Entry point to the registry. Cheap to construct; holds no connection."""
 
-    def __init__(self, settings: Settings | None = None, *, database_url: str | None = None):
+    def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
+                 actor: str | None = None):
         self.settings = settings or get_settings()
         self.url = database_url or self.settings.database_uri
+        self._actor = access.check_user(actor) if actor else None
+
+    @property
+    def actor(self) -> str:
+        """Who this registry's steps are recorded as when a call names no ``actor``: the one
+        given at construction, else the process's authenticated user (``TP_USER`` only for
+        a platform-admin; ``IdentityError`` otherwise)."""
+        if self._actor is None:
+            from train_platform.registry.identity import acting_user
+
+            self._actor = acting_user(self.settings, database_url=self.url)
+        return self._actor
+
+    def _who(self, actor: str | None) -> str:
+        return access.check_user(actor) if actor else self.actor
+
+    @contextmanager
+    def _writing(self, name: str, operation: str, actor: str | None) -> Iterator[tuple[Connection, int, str]]:
+        """A write transaction on model ``name``: its row locked, the acting user's role for
+        ``operation`` checked. Yields (connection, model id, acting user); a refusal is
+        recorded as a ``denied`` event after the transaction rolled back."""
+        who = self._who(actor)
+        checked = False
+        model_id = None
+        try:
+            with schema.transaction(self.url) as conn:
+                model_id = self._model_id(conn, name, lock=True)
+                access.check_model_role(conn, model_id, name, who, operation)
+                checked = True
+                yield conn, model_id, who
+        except AccessDeniedError as exc:
+            if not checked and model_id is not None:
+                self._record_denied(model_id, who, exc)
+            raise
+
+    def _record_denied(self, model_id: int, who: str, exc: AccessDeniedError) -> None:
+        with schema.transaction(self.url) as conn:
+            self._event(conn, model_id, "denied", actor=who,
+                        detail={"operation": exc.operation, "needed": exc.needed, "role": exc.role})
+
+    def check_access(self, name: str, operation: str, actor: str | None = None) -> str:
+        """The acting user, when they hold the role ``operation`` (``list``, ``show``,
+        ``history``, ``export``, ``package``, ...) needs on ``name``; ``AccessDeniedError``
+        otherwise, recorded as a ``denied`` event. For steps checked before they start (a
+        Bento build, an upload) and for reads through the CLI."""
+        who = self._who(actor)
+        with schema.read(self.url) as conn:
+            model_id = self._model_id(conn, name)
+            try:
+                access.check_model_role(conn, model_id, name, who, operation)
+            except AccessDeniedError as exc:
+                denied = exc
+            else:
+                return who
+        self._record_denied(model_id, who, denied)
+        raise denied
 
     # ------------------------------------------------------------------ internals
 
@@ -157,6 +227,7 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
             gate_report=row["gate_report"],
             rejected=bool(row["rejected"]),
             aliases=tuple(aliases),
+            gate_detail=dict(row["gate_detail"]) if row["gate_detail"] else None,
         )
 
     def _event(
@@ -167,7 +238,7 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
         conn.execute(
             insert(schema.events).values(
                 model_id=model_id, at=at or schema.utcnow(), kind=kind, alias=alias, version=version,
-                previous_version=previous, actor=actor or self.settings.user, detail=detail or {},
+                previous_version=previous, actor=actor or self.actor, detail=detail or {},
             )
         )
 
@@ -229,14 +300,17 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
         dataset_snapshot: str | None = None, metrics: dict[str, Any] | None = None,
         parent_version: int | None = None, gate_status: str = "pending",
         gate_report: str | None = None, task: str | None = None, actor: str | None = None,
+        gate_detail: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Adds a new version of ``name`` from a checkpoint folder written by ``ml.train``.
 
         The folder is copied into the BentoML model store as ``name:v<version>``. If the
         database write fails afterwards the stored model is deleted again, so a failed
-        registration leaves nothing behind.
+        registration leaves nothing behind. The first version's registrant becomes the
+        model's owner; later versions need maintainer.
         """
         check_name(name)
+        who = self._who(actor)
         checkpoint = Path(checkpoint_dir).expanduser().resolve()
         if gate_status not in GATE_STATES:
             raise CheckpointInvalidError(f"gate status must be one of {', '.join(GATE_STATES)}, not {gate_status!r}")
@@ -255,9 +329,12 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
                 number, row, tag = self._register_once(
                     name, checkpoint, digest=info.digest, task=task, metrics=metrics, training_run=training_run,
                     dataset_snapshot=dataset_snapshot, parent_version=parent_version,
-                    gate_status=gate_status, gate_report=gate_report, actor=actor,
+                    gate_status=gate_status, gate_report=gate_report, actor=who, gate_detail=gate_detail,
                 )
                 break
+            except _Denied as denied:
+                self._record_denied(denied.model_id, who, denied.error)
+                raise denied.error from None
             except IntegrityError:
                 # PostgreSQL: a concurrent first registration created the model row (or took
                 # the number) between our read and insert; the retry sees it and locks it.
@@ -269,7 +346,7 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
     def _register_once(self, name: str, checkpoint: Path, *, digest: str, task: str, metrics: dict[str, Any],
                        training_run: str | None, dataset_snapshot: str | None,
                        parent_version: int | None, gate_status: str, gate_report: str | None,
-                       actor: str | None):
+                       actor: str, gate_detail: dict[str, Any] | None):
         from train_platform.registry import bento_store
 
         with schema.transaction(self.url) as conn:
@@ -280,6 +357,14 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
                 model_id = conn.execute(
                     insert(schema.models).values(name=name, created_at=schema.utcnow())
                 ).inserted_primary_key[0]
+                access.set_model_role(conn, model_id, name, actor, "owner", actor=actor)
+                first = True
+            else:
+                first = False
+                try:
+                    access.check_model_role(conn, model_id, name, actor, "register")
+                except AccessDeniedError as exc:
+                    raise _Denied(model_id, exc) from None
             if parent_version is not None:
                 self._version_row(conn, model_id, name, parent_version)
             number = (conn.execute(
@@ -294,14 +379,18 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
             try:
                 conn.execute(insert(schema.versions).values(
                     model_id=model_id, version=number, created_at=schema.utcnow(),
-                    created_by=actor or self.settings.user, task=task, checkpoint_uri=str(checkpoint),
+                    created_by=actor, task=task, checkpoint_uri=str(checkpoint),
                     checkpoint_digest=digest,
                     bento_model_tag=tag, training_run=training_run, dataset_snapshot=dataset_snapshot,
                     parent_version=parent_version, metrics=metrics, gate_status=gate_status,
-                    gate_report=gate_report, rejected=False,
+                    gate_report=gate_report, gate_detail=gate_detail, rejected=False,
                 ))
                 self._event(conn, model_id, "register", version=number, actor=actor,
-                            detail={"checkpoint": str(checkpoint), "bento_model": tag, "gate": gate_status})
+                            detail={"checkpoint": str(checkpoint), "bento_model": tag, "gate": gate_status,
+                                    **({"owner": actor} if first else {})})
+                if gate_detail is not None:
+                    self._event(conn, model_id, "gate", version=number, actor=actor,
+                                detail={"status": gate_status, "report": gate_report, **gate_detail})
                 row = self._version_row(conn, model_id, name, number)
             except BaseException:
                 # The database rolls back; the files must go too, or a retry collides.
@@ -361,33 +450,51 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
             return list(conn.execute(select(schema.models.c.name).order_by(schema.models.c.name)).scalars())
 
     def record_gate(self, name: str, version: int, *, passed: bool, report: str | None = None,
-                    actor: str | None = None) -> ModelVersion:
-        """Stores the evaluation gate's verdict; deployment only considers passed versions."""
+                    actor: str | None = None, detail: dict[str, Any] | None = None) -> ModelVersion:
+        """Stores the evaluation gate's verdict (and the decision behind it, ``detail``);
+        deployment only considers passed versions. Without ``detail`` it is a verdict given
+        by hand (``tp model gate``), recorded as such."""
         status = "passed" if passed else "failed"
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
+        gate_detail = detail if detail is not None else {"passed": passed, "reasons": ["set by hand"]}
+        with self._writing(name, "gate", actor) as (conn, model_id, who):
             self._version_row(conn, model_id, name, version)
             conn.execute(update(schema.versions).where(and_(
                 schema.versions.c.model_id == model_id, schema.versions.c.version == version,
-            )).values(gate_status=status, gate_report=report))
-            self._event(conn, model_id, "gate", version=version, actor=actor, detail={"status": status, "report": report})
+            )).values(gate_status=status, gate_report=report, gate_detail=gate_detail))
+            self._event(conn, model_id, "gate", version=version, actor=who,
+                        detail={"status": status, "report": report, **gate_detail})
         return self.get(name, version)
 
     def record_bento(self, name: str, version: int, bento_tag: str, *, actor: str | None = None) -> None:
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
+        with self._writing(name, "package", actor) as (conn, model_id, who):
             self._version_row(conn, model_id, name, version)
             conn.execute(update(schema.versions).where(and_(
                 schema.versions.c.model_id == model_id, schema.versions.c.version == version,
             )).values(bento_tag=bento_tag))
-            self._event(conn, model_id, "package", version=version, actor=actor, detail={"bento": bento_tag})
+            self._event(conn, model_id, "package", version=version, actor=who, detail={"bento": bento_tag})
 
     def record_event(self, name: str, kind: str, *, version: int | None = None,
-                     detail: dict[str, Any] | None = None, actor: str | None = None) -> None:
-        """A step that changes no alias (an export, an A/B check that keeps waiting)."""
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
-            self._event(conn, model_id, kind, version=version, actor=actor, detail=detail)
+                     detail: dict[str, Any] | None = None, actor: str | None = None,
+                     operation: str = "deploy") -> None:
+        """A step that changes no alias (an export, an A/B check that keeps waiting); the
+        acting user needs the role ``operation`` needs."""
+        with self._writing(name, operation, actor) as (conn, model_id, who):
+            self._event(conn, model_id, kind, version=version, actor=who, detail=detail)
+
+    # ------------------------------------------------------------------ roles
+
+    def grant(self, name: str, user: str, role: str | None, *, actor: str | None = None) -> None:
+        """Gives ``user`` ``role`` (reader, maintainer, owner; ``None`` removes it) on ``name``;
+        the acting user must be an owner (or a platform-admin)."""
+        with self._writing(name, "grant", actor) as (conn, model_id, who):
+            previous = access.set_model_role(conn, model_id, name, user, role, actor=who)
+            self._event(conn, model_id, "grant", actor=who, detail={"user": user, "role": role, "previous": previous})
+        log.info("%s: %s gave %s the role %s", name, self.actor if actor is None else actor, user, role)
+
+    def roles(self, name: str) -> dict[str, str]:
+        """User -> role on ``name``."""
+        with schema.read(self.url) as conn:
+            return access.model_roles(conn, self._model_id(conn, name))
 
     # ------------------------------------------------------------------ aliases
 
@@ -396,11 +503,10 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
         """Points ``alias`` at ``version`` and records the move. An alias may not be
         ``latest`` or look like a version (``3``, ``v3``): references must read one way."""
         check_alias(alias)
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
+        with self._writing(name, "promote", actor) as (conn, model_id, who):
             number = self._resolve(conn, model_id, name, version)
             self._version_row(conn, model_id, name, number)
-            previous = self._set_alias(conn, model_id, alias, number, kind="promote", actor=actor,
+            previous = self._set_alias(conn, model_id, alias, number, kind="promote", actor=who,
                                        detail={"reason": reason} if reason else {})
         log.info("%s: alias %s -> version %d (was %s)", name, alias, number, previous)
         return self.get(name, number)
@@ -409,8 +515,7 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
                  reason: str | None = None) -> ModelVersion:
         """Moves ``alias`` back to the holder before the current one."""
         check_name(alias, "alias")
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
+        with self._writing(name, "rollback", actor) as (conn, model_id, who):
             current = self._current_alias(conn, model_id, alias)
             if current is None:
                 raise AliasNotSetError(f"alias {alias!r} of model {name!r} points at no version; nothing to roll back")
@@ -420,17 +525,16 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
                     f"alias {alias!r} of model {name!r} has no earlier holder than version {current}"
                 )
             target = stack[-2]
-            self._set_alias(conn, model_id, alias, target, kind="rollback", actor=actor,
+            self._set_alias(conn, model_id, alias, target, kind="rollback", actor=who,
                             detail={"reason": reason} if reason else {})
         log.info("%s: alias %s rolled back %d -> %d", name, alias, current, target)
         return self.get(name, target)
 
     def clear_alias(self, name: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> None:
-        with schema.transaction(self.url) as conn:
-            model_id = self._model_id(conn, name, lock=True)
+        with self._writing(name, "clear", actor) as (conn, model_id, who):
             if self._current_alias(conn, model_id, check_name(alias, "alias")) is None:
                 raise AliasNotSetError(f"alias {alias!r} of model {name!r} points at no version")
-            self._set_alias(conn, model_id, alias, None, kind="clear", actor=actor,
+            self._set_alias(conn, model_id, alias, None, kind="clear", actor=who,
                             detail={"reason": reason} if reason else {})
 
     def aliases(self, name: str) -> dict[str, int]:
@@ -451,3 +555,12 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
                        previous_version=r["previous_version"], actor=r["actor"], detail=dict(r["detail"] or {}))
             for r in rows
         ]
+
+
+class _Denied(Exception):
+    """Carries a refused registration out of its transaction, so that the refusal can be
+    recorded after the rollback."""
+
+    def __init__(self, model_id: int, error: AccessDeniedError):
+        super().__init__(str(error))
+        self.model_id, self.error = model_id, error

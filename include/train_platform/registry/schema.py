@@ -4,6 +4,11 @@ SQLAlchemy Core keeps the schema explicit and the same on SQLite (embedded shape
 PostgreSQL (scale shape). Every write runs in one transaction that first locks the model's
 row, so two processes registering or promoting the same model serialise instead of racing
 (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` takes SQLite's write lock).
+
+Tables are created on first use; a nullable column added since a database was created is
+added to it then too (``ALTER TABLE ... ADD COLUMN``). The command that creates the tables
+makes the OS user it runs as the first platform-admin (see ``access``), as a dataset's
+creator is its first owner.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ versions = Table(
     # pending | passed | failed: the evaluation gate's verdict, which deployment requires.
     Column("gate_status", String(16), nullable=False),
     Column("gate_report", String(1024)),
+    # The gate's decision: passed, reasons, figures compared (main metric, floor, accuracy on
+    # the classes production knew), the policy and the data evaluated (see ``gate``).
+    Column("gate_detail", JSON),
     # A version that lost an A/B test is never offered as candidate again.
     Column("rejected", Boolean, nullable=False, default=False),
     UniqueConstraint("model_id", "version", name="uq_tp_model_version"),
@@ -95,6 +103,40 @@ events = Table(
     Column("actor", String(128), nullable=False),
     Column("detail", JSON, nullable=False),
     Index("ix_tp_model_events_model", "model_id", "id"),
+)
+
+# Who may do what to one model: reader < maintainer < owner (see ``access``).
+model_roles = Table(
+    "tp_model_roles",
+    metadata,
+    Column("model_id", Integer, ForeignKey("tp_models.id"), primary_key=True),
+    Column("user_name", String(128), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("granted_by", String(128), nullable=False),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+)
+
+# Platform-wide roles; the one there is: platform-admin (may act as another user, and holds
+# every model role and pipeline activation).
+platform_roles = Table(
+    "tp_platform_roles",
+    metadata,
+    Column("user_name", String(128), primary_key=True),
+    Column("role", String(32), nullable=False),
+    Column("granted_by", String(128), nullable=False),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+)
+
+# Steps that belong to no model: platform-admin grants and revocations, pipeline activations.
+platform_audit = Table(
+    "tp_platform_audit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("detail", JSON, nullable=False),
 )
 
 experiments = Table(
@@ -161,9 +203,54 @@ def get_engine(url: str, *, for_write: bool = True) -> Engine:
         engine = _engines.get((url, for_write))
         if engine is None:
             engine = _create_engine(url, immediate=for_write)
-            metadata.create_all(engine)
+            _create_tables(engine)
             _engines[(url, for_write)] = engine
         return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    from sqlalchemy import inspect
+
+    fresh = not inspect(engine).has_table(platform_roles.name)
+    metadata.create_all(engine)
+    _add_missing_columns(engine)
+    if fresh:
+        _bootstrap_admin(engine)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Nullable columns added to a table after a database was created, added to it."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+
+
+def _bootstrap_admin(engine: Engine) -> None:
+    """The OS user whose command created the tables becomes the first platform-admin."""
+    from sqlalchemy import insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    from train_platform.settings import os_user
+
+    user = os_user()
+    try:
+        with engine.begin() as conn:
+            if conn.execute(select(platform_roles.c.user_name)).first() is None:
+                conn.execute(insert(platform_roles).values(
+                    user_name=user, role="platform-admin", granted_by=user, granted_at=utcnow()))
+                conn.execute(insert(platform_audit).values(
+                    at=utcnow(), actor=user, action="admin_grant", subject=user,
+                    detail={"reason": "created the platform database"}))
+    except IntegrityError:
+        pass  # another process created the tables at the same moment and was first
 
 
 def _create_engine(url: str, *, immediate: bool) -> Engine:
