@@ -25,6 +25,7 @@ OPERATORS: dict[str, str] = {
     "sampling": "operators.sampling:SamplingOperator",
     "prelabel": "operators.prelabel:PrelabelOperator",
     "annotation_check": "operators.annotation_check:AnnotationCheckOperator",
+    "review": "operators.review:ReviewOperator",
 }
 
 if set(OPERATORS) != set(TASK_TYPES):  # a type added to the spec without an operator, or the reverse

@@ -31,6 +31,7 @@ TASK_TYPES: dict[str, TaskType] = {
         TaskType("sampling", "select the samples a person labels next by an active-learning strategy (`tp dataset sample`)"),
         TaskType("prelabel", "write a model's labels as pending pre-labels, never over a person's (`tp dataset prelabel`)"),
         TaskType("annotation_check", "check a dataset ref's annotations (`tp dataset check`); fails below the minimum score"),
+        TaskType("review", "wait for people to review pre-labels on the review page; on approval merge their branches into main"),
     )
 }
 
