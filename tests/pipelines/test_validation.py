@@ -41,7 +41,7 @@ CASES = {
         11, "spec.tasks[1].name", "duplicate task name 'a'"),
     "unknown type lists known": (
         HEADER + "  tasks:\n    - name: a\n      type: trainng\n",
-        9, "spec.tasks[0].type", "unknown task type 'trainng'; did you mean 'training'? (known types: batch_inference, command,"),
+        9, "spec.tasks[0].type", "unknown task type 'trainng'; did you mean 'training'? (known types: annotation_check, batch_inference,"),
     "bad cpu": (
         HEADER + "  tasks:\n    - name: a\n      type: training\n      resources:\n        cpu: two\n",
         11, "spec.tasks[0].resources.cpu", "cpu must be a quantity"),
