@@ -27,7 +27,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter()
 APP_PREFIX = "/train-platform"
 SHORTCUTS = [
-    ("a", "accept the model's label"), ("r", "reject as a bad sample"), ("s", "skip"),
+    ("a", "accept the pre-label"), ("r", "reject as a bad sample"), ("s", "skip"),
     ("l", "choose a label (correct)"), ("u", "undo the pending decision"),
     ("j / k", "next / previous sample"), ("Ctrl+Enter", "submit"),
 ]

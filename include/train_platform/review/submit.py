@@ -23,6 +23,9 @@ main changed any of the decided samples since the page's snapshots (``StaleRevie
 audited as a conflict). The checks and the commit run under a lock per reviewer branch,
 and the commit re-checks the branch head it lands on, so a second tab of the same reviewer
 cannot slip in between.
+
+``bulk_accept`` accepts, as one such submit, every sample of the batch the reviewer has not
+decided whose confidence is at least a threshold.
 """
 
 from __future__ import annotations
