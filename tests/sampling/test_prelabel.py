@@ -27,6 +27,11 @@ def model_answers(checkpoints, pool) -> dict[str, dict]:
     return dict(zip(pool.ids, answers))
 
 
+def median_confidence(answers: dict[str, dict], exclude=()) -> str:
+    """The median confidence of the model's answers, as the text --accept-above takes."""
+    return repr(float(np.median([a["confidence"] for i, a in answers.items() if i not in exclude])))
+
+
 def test_prelabels_never_replace_a_persons_label(pool, checkpoints):
     answers = model_answers(checkpoints, pool)
     wrong = {"low": "high", "high": "low", "rising": "falling", "falling": "rising"}
@@ -39,10 +44,12 @@ def test_prelabels_never_replace_a_persons_label(pool, checkpoints):
     assert pool.tp("dataset", "label", f"{pool.name}@main", "rec-002=rising", "--source", "imported").returncode == 0
     people = {i: r for i, r in pool.rows().items() if i in ("rec-000", "rec-001", "rec-002")}
 
-    out = pool.json("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--accept-above", "0.97")
+    # A threshold that splits the model's confidences on the other samples.
+    threshold = median_confidence(answers, exclude=people)
+    out = pool.json("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--accept-above", threshold)
     rows = pool.rows()
     assert {i: rows[i] for i in people} == people
-    confident = {i for i, a in answers.items() if a["confidence"] >= 0.97}
+    confident = {i for i, a in answers.items() if a["confidence"] >= float(threshold)}
     assert 0 < len(confident - set(people)) < 37  # the threshold splits the others
     for i, row in rows.items():
         if i in people:
@@ -58,7 +65,7 @@ def test_prelabels_never_replace_a_persons_label(pool, checkpoints):
 
     # A second run finds nothing to change and commits nothing.
     head = out["branch_snapshot_id"]
-    again = pool.json("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--accept-above", "0.97")
+    again = pool.json("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--accept-above", threshold)
     assert (again["prelabelled"], again["unchanged"], again["committed"], again["branch_snapshot_id"]) == (0, 37, False, head)
 
     # After a person confirms a pre-label, a later run leaves it alone too.
@@ -105,14 +112,15 @@ def test_prelabels_to_a_new_branch_leave_main_alone(pool):
     assert pool.json("dataset", "prelabel", pool.name, "--model", pool.model)["branch"] == "user/alice"
 
 
-def test_training_reads_accepted_prelabels_only_when_the_run_opts_in(pool, tmp_path, monkeypatch):
+def test_training_reads_accepted_prelabels_only_when_the_run_opts_in(pool, checkpoints, tmp_path, monkeypatch):
     from ml.data import load_ref
     from train_platform.settings import reload_settings
 
     monkeypatch.setenv("TP_USER", OWNER)  # the reader acts as TP_USER
     reload_settings()
 
-    pool.json("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--accept-above", "0.97")
+    threshold = median_confidence(model_answers(checkpoints, pool))
+    pool.json("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--accept-above", threshold)
     rows = pool.rows()
     accepted = {i for i, r in rows.items() if r["label_source"] == "model-accepted"}
     assert accepted and len(accepted) < len(rows)
