@@ -125,10 +125,11 @@ class ContainerCommandOperator(BaseOperator):
         command = self.command or self.default_command(self.resolved_inputs, self.resolved_outputs, params)
         run_id = context["run_id"]
         env = {
-            # Tasks act on datasets and models as the pipeline's owner, whose roles decide
-            # what they may read and write; the spec's env may name another user.
-            "TP_USER": self.owner,
             **self.env,
+            # Tasks act on datasets and models as the pipeline's owner, whose roles decide
+            # what they may read and write: set by the platform after the spec's env, so a
+            # task cannot name another user.
+            "TP_USER": self.owner,
             "TP_PIPELINE": self.pipeline,
             "TP_PIPELINE_VERSION": self.pipeline_version,
             "TP_RUN_ID": run_id,

@@ -125,6 +125,8 @@ def start_served(home: Path, checkpoints: dict, *, redis_url: str | None, worker
         registry.register(name, checkpoints["good"], gate_status="passed")
         registry.register(name, checkpoints["bad"], gate_status="passed")
         registry.promote(name, 1)
+        # The deployment tasks of these tests act as the pipeline owner, who needs a role.
+        registry.grant(name, "platform-team", "maintainer")
         url = f"http://127.0.0.1:{_free_port()}"
         server = start_server(name, port=int(url.rsplit(":", 1)[1]))
         try:

@@ -33,12 +33,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--min-length", type=int, metavar="N", help="fewest time steps (default: median length / 4)")
     p.add_argument("--max-length", type=int, metavar="N", help="most time steps (default: median length x 4)")
     p.add_argument("--channels", type=int, metavar="N", help="channel count (default: the most common one)")
-    p.add_argument("--as", dest="user", metavar="USER", help="act as USER (default: TP_USER or $USER)")
+    p.add_argument("--as", dest="user", metavar="USER", help="act as USER (platform-admin only; default: the OS user)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from train_platform.cli.dataset import acting_user
     from train_platform.quality.check import DEFAULT_MIN_SCORE, CheckConfig, check_dataset
 
     labels = None
@@ -52,7 +53,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         channels=args.channels,
     )
-    result = check_dataset(args.name, config, user=args.user, report_dir=args.report)
+    result = check_dataset(args.name, config, user=acting_user(args), report_dir=args.report)
     if args.json:
         json.dump(result.as_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
