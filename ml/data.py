@@ -306,13 +306,15 @@ def _from_table(ref: str, frame) -> SeriesData:
 def _load_platform(ref: str, *, accepted_prelabels: bool = False) -> SeriesData:
     try:
         from train_platform.datasets.reader import read_samples
+        from train_platform.registry.identity import acting_user
     except ImportError as e:
         raise DataError(
             f"{ref}: platform dataset refs need train_platform.datasets.reader, which is not"
             f" importable here ({e})"
         ) from e
     try:
-        samples = read_samples(ref)
+        # The OS user, or TP_USER (a task's pipeline owner) when the OS user is a platform-admin.
+        samples = read_samples(ref, user=acting_user())
     except Exception as e:
         if isinstance(e, DataError):
             raise
