@@ -232,6 +232,9 @@ def test_the_model_views(airflow_server, tmp_path):
                               gate_status="passed", actor="alice")
     second = registry.register(name, _checkpoint(tmp_path / "v2", ["a", "b"]), metrics={"accuracy": 0.95},
                                gate_status="passed", parent_version=first.version, actor="alice")
+    third = registry.register(name, _checkpoint(tmp_path / "v3", ["a", "b"]), metrics={"accuracy": 0.62},
+                              gate_status="failed", parent_version=first.version, actor="alice",
+                              gate_detail={"passed": False, "reasons": ["accuracy 0.62 is below the floor 0.7"]})
     registry.promote(name, first.version, actor="alice", reason="first")
     registry.start_experiment(name, second.version, weight=0.2, actor="alice")
     with airflow_server.client("carol") as client:
@@ -239,10 +242,12 @@ def test_the_model_views(airflow_server, tmp_path):
         view = client.get(f"{P}/api/models/{name}").json()
         html = client.get(f"{P}/models/{name}")
         unknown = client.get(f"{P}/api/models/nope")
-    assert {"name": name, "aliases": {"production": 1, "candidate": 2}, "versions": 2, "latest": 2} in listed
+    assert {"name": name, "aliases": {"production": 1, "candidate": 2}, "versions": 3, "latest": 3} in listed
     assert view["ab_split"]["candidate_version"] == 2 and view["ab_split"]["candidate_weight"] == 0.2
-    assert [v["version"] for v in view["versions"]] == [2, 1] and view["versions"][0]["gate_status"] == "passed"
-    assert view["versions"][0]["metrics"] == {"accuracy": 0.95} and view["live"]["production"]["requests"] == 0
+    assert [v["version"] for v in view["versions"]] == [3, 2, 1]
+    assert view["versions"][0]["gate_status"] == "failed" and view["versions"][1]["gate_status"] == "passed"
+    assert view["versions"][1]["metrics"] == {"accuracy": 0.95} and view["live"]["production"]["requests"] == 0
+    assert third.version == 3 and "failed: accuracy 0.62 is below the floor 0.7" in html.text
     assert {e["kind"] for e in view["history"]} >= {"register", "promote", "ab_start"}
     assert html.status_code == 200 and "gets 80% of the traffic" in html.text and "accuracy: 0.95" in html.text
     assert unknown.status_code == 404 and unknown.json()["error"] == "ModelNotFoundError"
