@@ -189,10 +189,16 @@ def discover(folder: Path, syntax: str | None = None) -> list[Path]:
     level the way Airflow's DAG processor does. ``syntax`` is Airflow's
     ``[core] dag_ignore_file_syntax`` (default: ``AIRFLOW__CORE__DAG_IGNORE_FILE_SYNTAX``,
     else ``glob``)."""
+    return [Path(name) for name in _discover(Path(folder), syntax)]
+
+
+def _discover(folder: Path, syntax: str | None) -> list[str]:
+    """``discover`` as path strings: a task start walks every file of the folder, and
+    building a ``Path`` for each costs more than the rest of its look at a known file."""
     syntax = (syntax or os.environ.get("AIRFLOW__CORE__DAG_IGNORE_FILE_SYNTAX") or "glob").lower()
     if syntax not in ("glob", "regexp"):
         raise ValueError(f"unsupported dag_ignore_file_syntax {syntax!r} (glob or regexp)")
-    found: list[Path] = []
+    found: list[str] = []
     rules_by_dir: dict[Path, list[_Rule]] = {}
     for root_name, dirs, files in os.walk(folder, followlinks=True):
         root = Path(root_name)
@@ -206,11 +212,9 @@ def discover(folder: Path, syntax: str | None = None) -> list[Path]:
                 raise RuntimeError(f"recursive symlink loop in {folder}: {resolved} appears twice")
             rules_by_dir[resolved] = rules
         for name in files:
-            if name.endswith(PIPELINE_SUFFIXES):
-                path = root / name
-                if not _ignored(path, rules, syntax):
-                    found.append(path)
-    return sorted(found, key=lambda path: path.parts)  # Path order, computed once per file
+            if name.endswith(PIPELINE_SUFFIXES) and not (rules and _ignored(root / name, rules, syntax)):
+                found.append(os.path.join(root_name, name))
+    return sorted(found, key=lambda name: name.split(os.sep))  # the order of Path objects
 
 
 def _read(path: Path) -> tuple[PipelineFile | None, list[int] | None]:
@@ -303,11 +307,11 @@ def _partial(folder: Path, ignore_syntax: str | None, wanted: set[str], paths: C
              index: _NameIndex) -> tuple[list[PipelineFile], int]:
     """The files of a partial scan, and how many pipeline files the folder holds."""
     chosen: list[PipelineFile] = []
-    rest: list[Path] = []
+    rest: list[str] = []
     found = 0
-    for path in discover(folder, ignore_syntax):
-        if paths is not None and paths(path):
-            f, _ = _read(path)
+    for name in _discover(folder, ignore_syntax):
+        if paths is not None and paths(Path(name)):
+            f, _ = _read(Path(name))
             if f is not None:
                 found += 1
                 _validate(f)
@@ -315,16 +319,16 @@ def _partial(folder: Path, ignore_syntax: str | None, wanted: set[str], paths: C
                 if f.declared_name:
                     wanted.add(f.declared_name)
         else:
-            rest.append(path)
+            rest.append(name)
     mentions = may_define(wanted)
-    for path in rest:
-        known = index.lookup(path)
+    for name in rest:
+        known = index.lookup(name)
         if known is not None:
-            ours, name = known
+            ours, declared = known
             found += ours
-            if not ours or name not in wanted:
+            if not ours or declared not in wanted:
                 continue
-        f, _ = _read(path)
+        f, _ = _read(Path(name))
         if f is None:
             continue
         if known is None:
@@ -371,9 +375,9 @@ class _NameIndex:
                 log.debug("ignoring the pipeline name index %s: %s", self.path, exc)
         return self._entries
 
-    def lookup(self, path: Path) -> tuple[bool, str | None] | None:
-        """(is a pipeline of ours, the name it declares), or None when not vouched for."""
-        name = str(path)
+    def lookup(self, name: str) -> tuple[bool, str | None] | None:
+        """(is a pipeline of ours, the name it declares) for the file at path ``name``, or
+        None when the index does not vouch for it."""
         entry = self._load().get(name)
         if not isinstance(entry, list) or len(entry) != 6:
             return None
