@@ -33,14 +33,25 @@ class LwFConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30  # enough for the aeon benchmarks to converge with the schedule below
+    # None = per task: classification/regression train for about ``steps`` optimizer steps
+    # (small data sets get more epochs, large ones fewer), forecasting 100 epochs, anomaly 20.
+    epochs: int | None = None
+    steps: int = 400  # step budget of an auto-epoch classification/regression run
+    max_epochs: int = 500  # cap of the auto epoch count (tiny data sets: one step per epoch)
+    # Wall-clock budget: after each epoch the run plans no more epochs than fit in it
+    # (0 = no budget). The planned count is saved for --resume, so a resumed run ends alike.
+    time_budget_s: float = 50.0
+    # Keep the weights of the epoch with the best validation result (classification:
+    # accuracy, then loss; other tasks: loss) and end with them: early stopping without
+    # cutting the learning-rate schedule short.
+    restore_best: bool = True
     batch_size: int = 32  # small data sets: more steps per epoch beat bigger batches
     lr: float = 2e-3  # AdamW peak learning rate for a 2-layer, 64-wide encoder
     weight_decay: float = 0.01  # light: dropout already regularises
     warmup_fraction: float = 0.05  # short linear warm-up, then cosine decay to 5% of peak
     grad_clip: float = 1.0  # guards against rare spikes on tiny batches
     seed: int = 0  # every run is seeded; CPU runs are bit-for-bit reproducible
-    val_fraction: float = 0.1  # held out for per-epoch validation and anomaly calibration
+    val_fraction: float = 0.1  # held out for per-epoch validation (best epoch) and anomaly calibration
     log_every: int = 20  # steps between progress lines
     anomaly_window: int = 128  # training/scoring window for anomaly detection
     anomaly_stride: int = 8  # overlapping training windows: one normal series gives many examples
@@ -59,8 +70,12 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # overrides of ml.model.ModelConfig fields
 
     def validate(self) -> "TrainConfig":
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.steps < 1 or self.max_epochs < 1:
+            raise ConfigError(f"steps and max_epochs must be >= 1, got {self.steps}, {self.max_epochs}")
+        if self.time_budget_s < 0:
+            raise ConfigError(f"time_budget_s must be >= 0, got {self.time_budget_s}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.val_fraction < 1:

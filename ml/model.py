@@ -34,8 +34,18 @@ class ModelConfig:
     n_heads: int = 4  # 16-dim heads: enough to attend to a few distinct temporal patterns
     d_ff: int = 128  # 2x d_model keeps the block small; 4x brought nothing on these datasets
     dropout: float = 0.1  # mild regularisation for small training sets
-    max_len: int = 1024  # longest sensor sequence accepted; also sizes the position table
+    max_len: int = 2048  # longest sensor sequence accepted (in steps); also sizes the position table
     sensor_kernel: int = 3  # causal conv embedding: one step alone carries too little signal
+    # Classification and regression read the series through a convolutional stem and patch
+    # tokens (ConvTran / PatchTST ideas): a few dilated residual convs see local shape at
+    # every step, then each patch of ``patch_len`` steps is averaged into one token, so long
+    # series (hundreds to thousands of steps) become at most about ``max_tokens`` tokens.
+    conv_stem: bool = True
+    stem_layers: int = 3  # dilations 1, 2, 4: a receptive field of about 50 steps with kernel 7
+    stem_kernel: int = 7
+    series_norm: bool = True  # also feed each series z-normalised by its own mean/std (UCR-style)
+    patch_len: int = 0  # steps per token; 0 = chosen from the training data (see max_tokens)
+    max_tokens: int = 64  # patch_len = ceil(longest training series / max_tokens)
     n_classes: int = 0  # grows with head expansion in class-incremental training
     n_targets: int = 1  # regression outputs per sample
     horizon: int = 12  # forecasting steps; 12 = one season of monthly data
@@ -75,6 +85,50 @@ class SensorEncoder(nn.Module):
         x = x.transpose(1, 2)  # (B, C, T)
         x = F.pad(x, (self.kernel - 1, 0))
         return self.conv(x).transpose(1, 2)  # (B, T, d)
+
+
+class ConvStem(nn.Module):
+    """(B, T, C) + valid mask (B, T) -> patch tokens (B, N, d) + their mask (B, N).
+
+    Input channels: the globally normalised series and, with ``series_norm``, the same series
+    z-normalised per sample and channel over its valid steps (shape without level and scale,
+    which is what most UCR/UEA classes differ in). Residual blocks LayerNorm -> GELU ->
+    dilated conv work per step; padded steps are zeroed after every block, and a patch's
+    token is the mean of its valid steps only, so padding never leaks into a token."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, k = cfg.d_model, cfg.stem_kernel
+        c_in = cfg.n_channels * (2 if cfg.series_norm else 1)
+        self.series_norm = cfg.series_norm
+        self.patch = max(1, cfg.patch_len)
+        self.inp = nn.Conv1d(c_in, d, k, padding=k // 2)
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.stem_layers))
+        self.convs = nn.ModuleList(
+            nn.Conv1d(d, d, k, padding=(k // 2) * 2**i, dilation=2**i) for i in range(cfg.stem_layers)
+        )
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor):
+        m = valid.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        x = x * m
+        if self.series_norm:
+            n = m.sum(1, keepdim=True).clamp(min=1.0)
+            mu = x.sum(1, keepdim=True) / n
+            var = ((x - mu) * m).pow(2).sum(1, keepdim=True) / n
+            x = torch.cat([x, (x - mu) / (var + 1e-5).sqrt() * m], dim=-1)
+        mt = m.transpose(1, 2)  # (B, 1, T)
+        h = self.inp(x.transpose(1, 2)) * mt  # (B, d, T)
+        for norm, conv in zip(self.norms, self.convs):
+            h = h + conv(F.gelu(norm(h.transpose(1, 2)).transpose(1, 2))) * mt
+        p = self.patch
+        pad = (-h.shape[-1]) % p
+        h, mt = F.pad(h, (0, pad)), F.pad(mt, (0, pad))
+        b, d, t = h.shape
+        total = h.view(b, d, t // p, p).sum(-1)
+        count = mt.view(b, 1, t // p, p).sum(-1)  # (B, 1, N)
+        tok = (total / count.clamp(min=1.0)).transpose(1, 2)  # (B, N, d)
+        return self.out(tok), count[:, 0] > 0
 
 
 class TimestampEncoding(nn.Module):
@@ -164,6 +218,7 @@ class TimeSeriesTransformer(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.sensor = SensorEncoder(cfg)
+        self.stem = ConvStem(cfg) if cfg.conv_stem else None
         self.text = nn.Embedding(cfg.text_vocab, d, padding_idx=TEXT_PAD_ID)
         self.image = ImageEncoder(cfg)
         self.audio = AudioEncoder(cfg)
@@ -190,17 +245,27 @@ class TimeSeriesTransformer(nn.Module):
             self.text.weight[TEXT_PAD_ID].zero_()
 
     # ---- building the token sequence -------------------------------------------------------
-    def _tokens(self, inputs: dict[str, torch.Tensor], causal: bool):
+    def _tokens(self, inputs: dict[str, torch.Tensor], causal: bool, patched: bool = False):
         """Join every present modality into (B, L, d) tokens, a key-padding mask (True = pad)
-        and, for causal scoring, an attention mask (True = blocked)."""
+        and, for causal scoring, an attention mask (True = blocked). ``patched``: sensor
+        tokens come from the convolutional stem, one per patch (classification, regression)."""
         x = inputs["sensor"]
         b, t, _ = x.shape
         dev = x.device
         valid = inputs.get("sensor_mask")
         valid = torch.ones(b, t, dtype=torch.bool, device=dev) if valid is None else valid.bool()
-        tok = self.sensor(x) + self.position(torch.arange(t, device=dev))
-        if self.timestamps is not None and "timestamps" in inputs:
-            tok = tok + self.timestamps(inputs["timestamps"].float())
+        if patched and self.stem is not None:
+            tok, valid = self.stem(x, valid)
+            t = tok.shape[1]
+            tok = tok + self.position(torch.arange(t, device=dev))
+            if self.timestamps is not None and "timestamps" in inputs:
+                p = self.stem.patch
+                ts = inputs["timestamps"].float()[:, ::p][:, :t]
+                tok = tok + self.timestamps(ts)
+        else:
+            tok = self.sensor(x) + self.position(torch.arange(t, device=dev))
+            if self.timestamps is not None and "timestamps" in inputs:
+                tok = tok + self.timestamps(inputs["timestamps"].float())
         tok = tok + self.modality.weight[MODALITIES["sensor"]]
         parts, masks = [tok], [valid]
         for name in ("text", "image", "audio"):
@@ -236,8 +301,8 @@ class TimeSeriesTransformer(nn.Module):
             attn[t:, :t] = True
         return tokens, valid_all, attn, t
 
-    def encode(self, inputs: dict[str, torch.Tensor], causal: bool = False):
-        tokens, valid, attn, t = self._tokens(inputs, causal)
+    def encode(self, inputs: dict[str, torch.Tensor], causal: bool = False, patched: bool = False):
+        tokens, valid, attn, t = self._tokens(inputs, causal, patched)
         if causal and tokens.shape[1] == t:
             # Sensor tokens only: padding sits at the end, so under a causal mask no valid
             # step can see a padded one and the key-padding mask is redundant. Dropping it
@@ -264,7 +329,7 @@ class TimeSeriesTransformer(nn.Module):
             return self._forecast(inputs, targets)
         if task == "anomaly":
             return self._anomaly(inputs, targets)
-        h, valid, _ = self.encode(inputs)
+        h, valid, _ = self.encode(inputs, patched=True)
         pooled = self._pool(h, valid)
         if task == "classification":
             logits = self.classifier(pooled)  # (B, K)

@@ -61,6 +61,8 @@ class Trainer:
         self.samples_processed = 0  # forward+backward sample passes: the compute measure
         self.forward_only_samples = 0  # teacher passes (LwF), reported separately
         self.history: list[dict] = []
+        self.planned_epochs: int | None = None  # set by the time budget after the first epoch
+        self.best: dict | None = None  # {"score", "epoch", "model"} of the best validated epoch
 
     # ---- helpers ---------------------------------------------------------------------------
     def autocast(self):
@@ -94,6 +96,8 @@ class Trainer:
             "samples_processed": self.samples_processed,
             "forward_only_samples": self.forward_only_samples,
             "history": self.history,
+            "planned_epochs": self.planned_epochs,
+            "best": self.best,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -103,18 +107,23 @@ class Trainer:
         self.samples_processed = int(state["samples_processed"])
         self.forward_only_samples = int(state["forward_only_samples"])
         self.history = list(state["history"])
+        self.planned_epochs = state.get("planned_epochs")
+        self.best = state.get("best")
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, train: list[dict], val: list[dict] | None, epochs: int, *, start_epoch: int = 0,
             on_epoch_end: Callable[[int, "Trainer"], None] | None = None) -> list[dict]:
         bs = self.cfg.batch_size
         steps_per_epoch = math.ceil(len(train) / bs)
+        if self.planned_epochs is not None:  # resumed after the budget shortened the run
+            epochs = min(epochs, self.planned_epochs)
         total_steps = steps_per_epoch * epochs
         for p in self.plugins:
             p.before_training_exp(self, train)
         t_start = time.monotonic()
         steps_this_run = 0
-        for epoch in range(start_epoch, epochs):
+        epoch = start_epoch
+        while epoch < epochs:
             torch.manual_seed(self.cfg.seed * 100_003 + epoch)  # dropout stream of this epoch
             gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
             order = torch.randperm(len(train), generator=gen).tolist()
@@ -163,9 +172,33 @@ class Trainer:
             log.info("epoch %d/%d done: %s ETA %s", epoch + 1, epochs,
                      " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "step")),
                      _fmt_seconds(eta))
+            self._track_best(epoch + 1, record)
+            if start_epoch == 0 and self.cfg.time_budget_s > 0:
+                # Re-planned after every epoch from the mean epoch time so far (the first
+                # epoch alone is a noisy estimate on a shared machine); only ever shortens.
+                per_epoch = (time.monotonic() - t_start) / (epoch + 1)
+                fit_in = max(epoch + 1, int(self.cfg.time_budget_s / max(1e-9, per_epoch)))
+                if fit_in < epochs:
+                    log.info("time budget %.0fs: %d of %d epochs fit", self.cfg.time_budget_s, fit_in, epochs)
+                    epochs = fit_in
+                    total_steps = steps_per_epoch * epochs
+                self.planned_epochs = epochs
+            epoch += 1
             if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, self)
+                on_epoch_end(epoch, self)
+        self.epochs_run = epochs
+        if self.cfg.restore_best and self.best is not None and self.best["epoch"] != epochs:
+            log.info("restoring the weights of epoch %d (best on validation)", self.best["epoch"])
+            self.model.load_state_dict(self.best["model"])
         return self.history
+
+    def _track_best(self, epoch: int, record: dict) -> None:
+        if not self.cfg.restore_best or "val_loss" not in record:
+            return
+        score = [-record.get("val_accuracy", 0.0), record["val_loss"]]
+        if self.best is None or score < self.best["score"]:
+            self.best = {"score": score, "epoch": epoch,
+                         "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
 
     def finish(self, train: list[dict]) -> None:
         """End of an experience: plugins update their state (memory, importances)."""
