@@ -26,6 +26,14 @@ class TrainingOperator(ContainerCommandOperator):
 
     task_type = "training"
     ui_color = "#fdf0e0"
+    # Set from the task instance at execute: an Airflow retry (try 2+) passes --resume, so
+    # ml.train continues from the last epoch checkpoint the failed try left in the output.
+    try_number = 1
+
+    def execute(self, context):
+        ti = context.get("ti") or context.get("task_instance")
+        self.try_number = int(getattr(ti, "try_number", 1) or 1)
+        return super().execute(context)
 
     def default_command(self, inputs: Mapping[str, str], outputs: Mapping[str, str],
                         params: Mapping[str, Any]) -> list[str]:
@@ -48,6 +56,8 @@ class TrainingOperator(ContainerCommandOperator):
         config = {key: params[name] for name, key in _CONFIG_PARAMS.items() if params.get(name) is not None}
         if config:  # inline, so the same command works in a pod, where no worker file exists
             command += ["--set", json.dumps(config, sort_keys=True)]
+        if self.try_number > 1:
+            command.append("--resume")
         return command
 
     def _base_checkpoint(self, location: str | None) -> str | None:

@@ -45,3 +45,11 @@ def test_an_unknown_registry_ref_trains_from_scratch(tp_home):
 def test_incremental_without_a_base_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mode 'incremental' needs a base model"):
         _task().default_command({"training_data": "d.npz"}, {"m": str(tmp_path)}, {"mode": "incremental"})
+
+
+def test_a_retry_resumes_from_the_last_epoch_checkpoint(tmp_path):
+    task = _task()
+    args = ({"training_data": "d.npz"}, {"m": str(tmp_path / "out")}, {})
+    assert "--resume" not in task.default_command(*args)
+    task.try_number = 2  # what execute() reads from the task instance on an Airflow retry
+    assert task.default_command(*args)[-1] == "--resume"
