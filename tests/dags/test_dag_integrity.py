@@ -37,3 +37,17 @@ def test_each_shipped_pipeline_has_tags_owner_and_retries(dagbag, path: Path):
     assert dag.doc_md and spec.version in dag.doc_md
     for task in dag.tasks:
         assert task.retries >= 1, f"{task.task_id} has no retries"
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+def test_each_shipped_pipeline_reads_well_in_the_ui(dagbag, path: Path):
+    from train_platform.compiler.docs import DESCRIPTION_LIMIT
+    from train_platform.spec.validate import load_pipeline
+
+    spec = load_pipeline(path)
+    dag = dagbag.dags[spec.name]
+    assert len(dag.description) <= DESCRIPTION_LIMIT and dag.description.endswith(f"(v{spec.version})")
+    assert "…" not in dag.description, "the first sentence of the description should fit"
+    assert path.read_text() in dag.doc_md  # the YAML source, whole
+    for name in dag.params:
+        assert dag.params.get_param(name).description, f"parameter {name} has no description"

@@ -15,7 +15,8 @@
   parsing_cleanup_interval``, 60 s, once the DAG is ``[dag_processor] stale_dag_threshold``,
   50 s, older than the file's last parse), which a DAG file cannot speed up; sharing the
   dag_id means the parse that compiles a fixed file replaces its placeholder, so none is
-  left behind (the first version of a pipeline, or any file that keeps its dag_id).
+  left behind. Only a fix that changes the id (a broken higher version, ``NAME__v2.0.0``,
+  becomes ``NAME``) leaves the old row to that check, 30 to 90 s after the new DAG.
 - Of several versions of one pipeline, the active one gets the pipeline's name as dag_id
   and its schedule; the others compile unscheduled and paused, as ``NAME__vVERSION``. A
   version Airflow refuses (say, a bad cron expression) becomes a placeholder and the next
