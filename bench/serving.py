@@ -495,6 +495,16 @@ def _plain_config(workers: int, torch_threads: int) -> dict:
     }
 
 
+def _code_state() -> dict:
+    """The commit measured, and the files under ml/ and bench/ that differed from it."""
+    def git(*args: str) -> str:
+        found = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return found.stdout.strip() if found.returncode == 0 else ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "ml", "bench").splitlines()]
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_in_ml_and_bench": changed}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="load duration per run (default 6)")
@@ -536,6 +546,8 @@ def main() -> int:
                           "workers": workers, "access_log": False},
         "model": "ml.train classification on aeon BasicMotions (6 ch x 100 steps, 4 classes), 3 epochs, "
                  "default ModelConfig; the same checkpoint for ours and plain",
+        "model_config": json.loads((checkpoint / "checkpoint.json").read_text())["model_config"],
+        "code": _code_state(),
     }
     ports = {name: free_port() for name in ("ours", "plain", "ours_1w", "plain_1w", "floor")}
 
