@@ -41,10 +41,11 @@ class TrainConfig:
     # Wall-clock budget: after each epoch the run plans no more epochs than fit in it
     # (0 = no budget). The planned count is saved for --resume, so a resumed run ends alike.
     time_budget_s: float = 50.0
-    # Keep the weights of the epoch with the best validation result (classification:
-    # accuracy, then loss; other tasks: loss) and end with them: early stopping without
+    # Classification/regression: keep the weights of the epoch with the best validation
+    # result (accuracy, then loss; regression: loss) and end with them: early stopping without
     # cutting the learning-rate schedule short.
     restore_best: bool = True
+    restore_best_min_val: int = 30  # smaller validation sets are too coarse to pick an epoch by
     batch_size: int = 32  # small data sets: more steps per epoch beat bigger batches
     lr: float = 2e-3  # AdamW peak learning rate for a 2-layer, 64-wide encoder
     weight_decay: float = 0.01  # light: dropout already regularises

@@ -166,6 +166,7 @@ class Trainer:
                       "samples_processed": self.samples_processed}
             if val:
                 record.update(self.validate(val))
+                record["n_val"] = len(val)
             self.history.append(record)
             elapsed = time.monotonic() - t_start
             eta = elapsed / max(1, epoch + 1 - start_epoch) * (epochs - epoch - 1)
@@ -193,7 +194,10 @@ class Trainer:
         return self.history
 
     def _track_best(self, epoch: int, record: dict) -> None:
-        if not self.cfg.restore_best or "val_loss" not in record:
+        # Classification and regression only: forecasting and anomaly validation data is the
+        # end of the same series (and, for anomalies, the threshold's calibration data).
+        if not self.cfg.restore_best or "val_loss" not in record or self.task not in ("classification", "regression") \
+                or record.get("n_val", 0) < self.cfg.restore_best_min_val:
             return
         score = [-record.get("val_accuracy", 0.0), record["val_loss"]]
         if self.best is None or score < self.best["score"]:
