@@ -67,3 +67,14 @@ def test_valid_pins_are_kept(tmp_path, tp_home):
     state.mkdir(parents=True, exist_ok=True)
     (state / "active.json").write_text(json.dumps({"p": "1.0.0"}))
     assert scan_folder(folder).active == {"p": "1.0.0"}
+
+
+def test_a_symlink_loop_is_skipped_and_hides_nothing(tmp_path, tp_home, caplog):
+    folder = tmp_path / "dags"
+    write(folder / "top.yaml", minimal("top"))
+    write(folder / "team" / "good_one.yaml", minimal("good-one"))
+    (folder / "team" / "loop").symlink_to(folder, target_is_directory=True)
+    scan = scan_folder(folder)
+    assert scan.active == {"good-one": "1.0.0", "top": "1.0.0"}
+    assert not scan.broken()  # each file found once: no duplicate-version error
+    assert "symlink loop" in caplog.text

@@ -199,18 +199,26 @@ def _discover(folder: Path, syntax: str | None) -> list[str]:
     if syntax not in ("glob", "regexp"):
         raise ValueError(f"unsupported dag_ignore_file_syntax {syntax!r} (glob or regexp)")
     found: list[str] = []
-    rules_by_dir: dict[Path, list[_Rule]] = {}
+    # the folder itself counts as walked, so a link back to it is a loop too
+    rules_by_dir: dict[Path, list[_Rule]] = {Path(folder).resolve(): []}
     for root_name, dirs, files in os.walk(folder, followlinks=True):
         root = Path(root_name)
         rules = list(rules_by_dir.get(root.resolve(), []))
         if (root / IGNORE_FILE).is_file():
             rules += _compile_rules(root / IGNORE_FILE, folder, syntax)
         dirs[:] = sorted(d for d in dirs if not _ignored(root / d, rules, syntax))
+        looping = []
         for name in dirs:
             resolved = (root / name).resolve()
             if resolved in rules_by_dir:
-                raise RuntimeError(f"recursive symlink loop in {folder}: {resolved} appears twice")
+                # A symlink back up the tree: walking it would never end. Skipped with an
+                # error instead of failing the whole dags folder (Airflow raises here).
+                log.error("not following %s: a symlink loop (%s is already being walked)", root / name, resolved)
+                looping.append(name)
+                continue
             rules_by_dir[resolved] = rules
+        if looping:
+            dirs[:] = [d for d in dirs if d not in looping]
         for name in files:
             if name.endswith(PIPELINE_SUFFIXES) and not (rules and _ignored(root / name, rules, syntax)):
                 found.append(os.path.join(root_name, name))
