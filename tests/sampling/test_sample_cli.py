@@ -135,12 +135,18 @@ def test_a_missing_dataset_or_a_ref_that_resolves_to_nothing_exits_2(pool):
         assert run.returncode == 2, (target, run.stderr)
         assert message in run.stderr
     assert state(pool) == before
+    # A ref that holds no samples (the snapshot a dataset is created with).
+    from train_platform.datasets import open_dataset
+
+    first = open_dataset(pool.name, user=OWNER).log("main")[-1].snapshot_id
+    run = pool.tp("dataset", "sample", f"{pool.name}@{first}", "--strategy", "random", "--budget", "2")
+    assert run.returncode == 2 and f"{pool.name}@{first} (snapshot {first}) holds no samples" in run.stderr, run.stderr
     # A dataset whose samples are all confirmed has no candidates.
     labels = [f"{i}={pool.truth[i]}" for i in pool.ids]
     assert pool.tp("dataset", "label", f"{pool.name}@main", *labels).returncode == 0
     before = state(pool)
     run = pool.tp("dataset", "sample", pool.name, "--strategy", "random", "--budget", "2", "--to", "review/x")
-    assert (run.returncode, "no candidate samples" in run.stderr) == (2, True), run.stderr
+    assert (run.returncode, "every sample is confirmed, no candidate samples" in run.stderr) == (2, True), run.stderr
     assert state(pool) == before
     # ... unless confirmed samples are asked for.
     out = pool.json("dataset", "sample", pool.name, "--strategy", "random", "--budget", "2", "--include-confirmed")

@@ -114,6 +114,10 @@ def _open_source(text: str, user: str | None) -> _Source:
         snapshot_id, rows = _annotations(dataset, ref or MAIN)
     except (DatasetNotFoundError, RefNotFoundError) as exc:
         raise _missing(exc) from exc
+    if not rows:
+        from train_platform.sampling.exceptions import MissingInputError
+
+        raise MissingInputError(f"{name}@{ref or MAIN} (snapshot {snapshot_id}) holds no samples")
     return _Source(dataset=dataset, ref=ref or MAIN, snapshot_id=snapshot_id, rows=rows)
 
 
@@ -233,6 +237,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ScoresError(f"bald needs at least 2 MC-dropout passes, got --mc-samples {mc_samples}")
     source = _open_source(args.name, args.user)
     candidates = sorted(i for i, row in source.rows.items() if args.include_confirmed or row["status"] != "confirmed")
+    if not candidates:
+        from train_platform.sampling.exceptions import NoCandidatesError
+
+        raise NoCandidatesError(f"{source.dataset.name}@{source.ref}: every sample is confirmed, no candidate samples"
+                                " to select from (--include-confirmed makes them candidates)")
     check_request(args.strategy, args.budget, args.threshold, args.min_per_class, pool=len(candidates))
     target_exists = _target(source.dataset, args.to) if args.to else None
     model = _resolve_model(args.model) if args.model else None
