@@ -101,6 +101,13 @@ def _annotations(dataset: Dataset, ref: str | int) -> tuple[int, dict[str, dict[
     return snapshot_id, {row["sample_id"]: row for row in table.to_pylist()}
 
 
+def acting_user(args: argparse.Namespace) -> str:
+    """The OS user, or ``--as`` for a platform-admin (the rule of every ``tp dataset`` command)."""
+    from train_platform.cli.dataset import acting_user as resolve
+
+    return resolve(args)
+
+
 def _open_source(text: str, user: str | None) -> _Source:
     """The dataset and the snapshot ``NAME@REF`` names (main without @REF), with its
     samples' annotations. A missing dataset or ref is bad input (exit 2)."""
@@ -235,7 +242,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     mc_samples = args.mc_samples if args.mc_samples is not None else (DEFAULT_MC_SAMPLES if args.strategy in NEEDS_MC else 0)
     if args.strategy in NEEDS_MC and mc_samples < 2:
         raise ScoresError(f"bald needs at least 2 MC-dropout passes, got --mc-samples {mc_samples}")
-    source = _open_source(args.name, args.user)
+    source = _open_source(args.name, acting_user(args))
     candidates = sorted(i for i, row in source.rows.items() if args.include_confirmed or row["status"] != "confirmed")
     if not candidates:
         from train_platform.sampling.exceptions import NoCandidatesError
@@ -327,7 +334,7 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
 
     if args.accept_above is not None and not 0.0 < args.accept_above <= 1.0:
         raise BudgetError(f"--accept-above must be in (0, 1], got {args.accept_above}")
-    source = _open_source(args.name, args.user)
+    source = _open_source(args.name, acting_user(args))
     dataset = source.dataset
     branch = args.to or parse_ref(args.name)[1] or user_branch(dataset.user)
     exists = _target(dataset, branch)
