@@ -26,9 +26,12 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 def _run(env: dict[str, str]) -> str:
-    # 6 epochs: enough for BasicMotions to pass the gate's default accuracy floor (0.7).
+    # 6 epochs: enough for BasicMotions to pass the gate's default accuracy floor (0.7). The
+    # second run retrains on the same 40 test recordings, where one recording is 2.5 points:
+    # a 10-point tolerance keeps this test about continuing from production; the gate's own
+    # rules are tested below and in tests/registry.
     run = dags_test(env, "sensor-continual-learning", {"epochs": 6, "test_data": "aeon:BasicMotions:test",
-                                                         "model_name": "clf"})
+                                                         "model_name": "clf", "gate_max_metric_drop": 0.1})
     log = run.stdout + run.stderr
     assert run.returncode == 0 and "state=success" in log, log[-4000:]
     return log
@@ -61,7 +64,7 @@ def test_first_run_trains_from_scratch_and_second_continues_from_production(env)
     second = _run(env)
     production = Path(env["TP_HOME"]) / "bentoml" / "models" / "clf" / "v1"
     assert "--mode incremental" in second and f"--init {production}" in second
-    assert '"action": "ab_started"' in second
+    assert '"action": "ab_started"' in second, json.dumps(_registry(env))[-3000:]
     versions = {v["version"]: v for v in _registry(env)}
     assert set(versions) == {1, 2}
     assert "candidate" in versions[2]["aliases"] and "production" in versions[1]["aliases"]
