@@ -499,10 +499,11 @@ def _code_state() -> dict:
     """The commit measured, and the files under ml/ and bench/ that differed from it."""
     def git(*args: str) -> str:
         found = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return found.stdout.strip() if found.returncode == 0 else ""
+        return found.stdout if found.returncode == 0 else ""
 
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "ml", "bench").splitlines()]
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_in_ml_and_bench": changed}
+    # Porcelain lines are "XY PATH": the path starts at the fourth character.
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "ml", "bench").splitlines() if line]
+    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted_in_ml_and_bench": changed}
 
 
 def main() -> int:

@@ -39,8 +39,9 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float) -> fl
 class ServingConfig:
     # Registered model to serve; `tp model serve NAME` sets it.
     model: str
-    # 64 samples of ~100 steps fill one forward pass of the default transformer in ~20 ms on
-    # one CPU core: bigger batches only add queueing delay (tuned with bench/serving.py).
+    # Past ~8 samples of ~100 steps a forward pass costs the same per sample (the default
+    # conv-stem model: ~45-70 ms for 64 on one CPU core), so bigger batches only add
+    # queueing delay; 64 was chosen with bench/serving.py on the previous default model.
     max_batch_size: int = 64
     # A request that waited this long for a batch slot is refused with 503 instead of piling
     # up: at 64 clients the p99 target is 100 ms, so anything near 1 s means overload.
