@@ -16,21 +16,6 @@ from train_platform.settings import get_settings
 from train_platform.spec.validate import load_pipeline
 
 
-@pytest.fixture
-def kubeconfig(tmp_path, monkeypatch):
-    """KubernetesPodOperator reads a cluster config to label the pod; no cluster is contacted."""
-    path = write(tmp_path / "kubeconfig", """
-    apiVersion: v1
-    kind: Config
-    clusters: [{name: offline, cluster: {server: "https://127.0.0.1:6443"}}]
-    users: [{name: tester, user: {token: unused}}]
-    contexts: [{name: offline, context: {cluster: offline, user: tester}}]
-    current-context: offline
-    """)
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    return path
-
-
 def test_example_compiles_unchanged_to_four_chained_tasks(tp_home):
     spec = load_pipeline(EXAMPLE)
     dag = build_dag(spec, source=str(EXAMPLE), active=True, settings=get_settings())

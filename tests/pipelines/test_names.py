@@ -28,21 +28,6 @@ spec:
 """
 
 
-@pytest.fixture
-def kubeconfig(tmp_path, monkeypatch):
-    """KubernetesPodOperator reads a cluster config to label the pod; no cluster is contacted."""
-    path = write(tmp_path / "kubeconfig", """
-    apiVersion: v1
-    kind: Config
-    clusters: [{name: offline, cluster: {server: "https://127.0.0.1:6443"}}]
-    users: [{name: tester, user: {token: unused}}]
-    contexts: [{name: offline, context: {cluster: offline, user: tester}}]
-    current-context: offline
-    """)
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    return path
-
-
 def test_a_chinese_pipeline_compiles_to_a_dag_and_valid_pods(tmp_path, tp_home, kubeconfig):
     import kubernetes_validate
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
