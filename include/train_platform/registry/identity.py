@@ -81,26 +81,25 @@ def _denied(url: str, actor: str, what: str, exc: AccessDeniedError) -> None:
 
 def grant_admin(user: str, *, actor: str, database_url: str) -> None:
     """Give ``user`` the platform-admin role; ``actor`` must hold it."""
-    try:
-        with schema.transaction(database_url) as conn:
-            access.require_admin(conn, actor, "admin grant")
-            access.set_admin(conn, user, True, actor=actor)
-    except AccessDeniedError as exc:
-        _denied(database_url, actor, f"admin grant {user}", exc)
-        raise
-    log.info("%s granted %s to %s", actor, PLATFORM_ADMIN, user)
+    _set_admin(user, True, actor=actor, database_url=database_url)
 
 
 def revoke_admin(user: str, *, actor: str, database_url: str) -> None:
     """Take the platform-admin role from ``user``; the last admin keeps it."""
+    _set_admin(user, False, actor=actor, database_url=database_url)
+
+
+def _set_admin(user: str, admin: bool, *, actor: str, database_url: str) -> None:
+    operation = "admin grant" if admin else "admin revoke"
     try:
         with schema.transaction(database_url) as conn:
-            access.require_admin(conn, actor, "admin revoke")
-            access.set_admin(conn, user, False, actor=actor)
+            access.require_admin(conn, actor, operation)
+            access.set_admin(conn, user, admin, actor=actor)
     except AccessDeniedError as exc:
-        _denied(database_url, actor, f"admin revoke {user}", exc)
+        _denied(database_url, actor, f"{operation} {user}", exc)
         raise
-    log.info("%s revoked %s from %s", actor, PLATFORM_ADMIN, user)
+    log.info("%s %s %s %s %s", actor, "granted" if admin else "revoked", PLATFORM_ADMIN,
+             "to" if admin else "from", user)
 
 
 def list_admins(database_url: str) -> list[str]:
