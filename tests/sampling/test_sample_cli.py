@@ -206,3 +206,33 @@ def test_the_cli_process_imports_no_torch(pool, tmp_path):
     assert run.returncode == 0, run.stderr
     assert len(json.loads(run.stdout)["selected"]) == 3
     assert json.loads(report.read_text()) == []
+
+
+@LOCAL
+def test_new_recordings_on_an_intake_branch_reach_the_review_branch_alone(pool, tmp_path):
+    """The closed loop's shape: main holds the first 20 recordings (two of them confirmed),
+    the other 20 arrive on ``intake``; sampling the pre-labels of ``intake`` for a review
+    branch made from main copies only the selected new recordings onto it, pending with
+    their pre-label, and samples a person confirmed on main are no candidates."""
+    from train_platform.datasets import open_dataset
+
+    dataset = open_dataset(pool.name, user=OWNER)
+    dataset.branch("intake")
+    late = pool.ids[20:]
+    dataset.delete(late, "main", message="keep the first 20 on main")
+    assert pool.tp("dataset", "label", f"{pool.name}@main", "rec-000=low", "rec-001=high").returncode == 0
+    pre = pool.json("dataset", "prelabel", f"{pool.name}@intake", "--model", pool.model, "--to", "prelabels/r1")
+    assert pre["prelabelled"] == 40
+    out = pool.json("dataset", "sample", f"{pool.name}@prelabels/r1", "--strategy", "entropy", "--budget", "38",
+                    "--model", pool.model, "--to", "review/r1")
+    chosen = {s["sample_id"] for s in out["selected"]}
+    assert out["pool"] == 38 and not {"rec-000", "rec-001"} & chosen
+    review, main, prelabels = pool.rows("review/r1"), pool.rows("main"), pool.rows("prelabels/r1")
+    new = chosen & set(late)
+    assert out["to"]["copied"] == len(new) == 20 and out["to"]["marked"] == 38
+    assert set(review) == set(main) | new
+    for i in chosen:
+        assert (review[i]["status"], review[i]["label"], review[i]["label_source"]) == (
+            "pending", prelabels[i]["label"], "model")
+    assert (review["rec-000"]["status"], review["rec-000"]["label"]) == ("confirmed", "low")
+    assert set(pool.rows("main")) == set(pool.ids[:20])  # main is untouched until the review merges

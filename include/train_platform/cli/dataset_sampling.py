@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # MC-dropout passes for bald when --mc-samples is not given: BALD is usually estimated from
 # 10 to 50 passes; 20 keeps a scoring run at 21 forward passes over the pool.
 DEFAULT_MC_SAMPLES = 20
-_ANNOTATION = ("sample_id", "label", "label_source", "confidence", "status")
+_ANNOTATION = ("sample_id", "label", "label_source", "confidence", "status", "alternatives")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -73,6 +73,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="MODEL_REF", help="model:NAME:ALIAS|vN")
     p.add_argument("--accept-above", type=float, default=None, metavar="F",
                    help="pre-labels with confidence >= F get label_source model-accepted (still pending)")
+    p.add_argument("--alternatives", type=int, default=None, metavar="K",
+                   help="store the model's K next most likely labels with their probabilities (default 3; 0: none)")
     p.add_argument("--to", dest="to", metavar="BRANCH", help="write to BRANCH (created at REF when missing) instead of REF")
     p.add_argument("--as", dest="user", metavar="USER", help="act as USER (default: TP_USER or $USER)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -98,7 +100,10 @@ def _missing(exc: Exception) -> Exception:
 
 def _annotations(dataset: Dataset, ref: str | int) -> tuple[int, dict[str, dict[str, Any]]]:
     snapshot_id, table = dataset.read_with_snapshot(ref, columns=_ANNOTATION)
-    return snapshot_id, {row["sample_id"]: row for row in table.to_pylist()}
+    rows = {row["sample_id"]: row for row in table.to_pylist()}
+    for row in rows.values():  # no alternatives: null, [] or (a snapshot older than the column) absent
+        row["alternatives"] = row.get("alternatives") or None
+    return snapshot_id, rows
 
 
 def acting_user(args: argparse.Namespace) -> str:
@@ -244,6 +249,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ScoresError(f"bald needs at least 2 MC-dropout passes, got --mc-samples {mc_samples}")
     source = _open_source(args.name, acting_user(args))
     candidates = sorted(i for i, row in source.rows.items() if args.include_confirmed or row["status"] != "confirmed")
+    from train_platform.datasets.refs import MAIN
+
+    if args.to and source.ref != MAIN and not args.include_confirmed:
+        # Sampling an intake or pre-label branch for a review branch made from main: samples
+        # a person confirmed on main already (an earlier round's review) are not candidates.
+        on_main = _annotations(source.dataset, MAIN)[1]
+        candidates = [i for i in candidates if on_main.get(i, {}).get("status") != "confirmed"]
     if not candidates:
         from train_platform.sampling.exceptions import NoCandidatesError
 
@@ -288,16 +300,21 @@ def _mark(source: _Source, branch: str, exists: bool, ids: list[str], include_co
     label, source and confidence at the sampled snapshot travel with it (a model's
     pre-label shows in the review), except over a person's annotation, which keeps its
     label and only becomes pending (``--include-confirmed``). Samples already in that state
-    stay as they are, and so do those a person annotates meanwhile."""
-    from train_platform.datasets.exceptions import UnknownSamplesError
+    stay as they are, and so do those a person annotates meanwhile. Selected samples that
+    are not on the branch (new recordings sampled from an intake or pre-label branch) are
+    copied onto it from the sampled snapshot, pending, in a commit of their own before the
+    others are marked: only they, not the rest of that branch, reach main with the review."""
     from train_platform.datasets.refs import MAIN
     from train_platform.datasets.schema import is_person_annotation
 
     dataset = source.dataset
     current = _annotations(dataset, branch if exists else MAIN)[1]
     absent = [i for i in ids if i not in current]
-    if absent:
-        raise UnknownSamplesError(f"{dataset.name}@{branch if exists else MAIN}", absent)
+    if not exists:
+        dataset.branch(branch)  # from main
+        exists = True
+    copied = _copy_pending(source, branch, absent, strategy) if absent else 0
+    ids = [i for i in ids if i not in set(absent)]  # the rest are on the branch (created from main)
     persons = {i for i in ids if is_person_annotation(current[i])}
     # Confirmed on the branch though not where they were sampled: reviewed already.
     reviewed = [] if include_confirmed else [i for i in ids if current[i]["status"] == "confirmed"]
@@ -307,7 +324,7 @@ def _mark(source: _Source, branch: str, exists: bool, ids: list[str], include_co
             continue
         update: dict[str, Any] = {"sample_id": i, "status": "pending"}
         if i not in persons:
-            update.update({k: source.rows[i][k] for k in ("label", "label_source", "confidence")})
+            update.update({k: source.rows[i].get(k) for k in ("label", "label_source", "confidence", "alternatives")})
         if any(current[i].get(k) != v for k, v in update.items() if k != "sample_id"):
             updates.append(update)
 
@@ -315,15 +332,28 @@ def _mark(source: _Source, branch: str, exists: bool, ids: list[str], include_co
         return is_person_annotation(row) and row["sample_id"] not in persons
 
     sid, refused = (None, [])
-    if not exists:
-        dataset.branch(branch)  # from main
     if updates:
         sid, refused = _commit(dataset, branch, None, updates, annotated_meanwhile,
                                operation="sample", message=f"sample {strategy}: {len(updates)} sample(s) awaiting review")
     head = dataset.resolve(branch).snapshot_id
-    return {"branch": branch, "snapshot_id": head, "marked": len(updates) - len(refused),
-            "unchanged": len(ids) - len(updates) - len(reviewed), "left_as_annotated": sorted(reviewed + refused),
-            "committed": sid is not None}
+    return {"branch": branch, "snapshot_id": head, "marked": copied + len(updates) - len(refused),
+            "copied": copied, "unchanged": len(ids) - len(updates) - len(reviewed),
+            "left_as_annotated": sorted(reviewed + refused), "committed": sid is not None or copied > 0}
+
+
+def _copy_pending(source: _Source, branch: str, ids: list[str], strategy: str) -> int:
+    """Append the samples ``ids`` of the sampled snapshot to ``branch``, pending review, with
+    their annotation at that snapshot (a model's pre-label); returns how many."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = source.dataset.read(source.snapshot_id)
+    rows = rows.filter(pc.is_in(rows["sample_id"], value_set=pa.array(ids, type=rows.schema.field("sample_id").type)))
+    rows = rows.set_column(rows.schema.get_field_index("status"), "status",
+                           pa.array(["pending"] * rows.num_rows, type=rows.schema.field("status").type))
+    source.dataset.append(rows, branch, operation="sample",
+                          message=f"sample {strategy}: {rows.num_rows} new sample(s) from {source.ref} awaiting review")
+    return rows.num_rows
 
 
 # ---- tp dataset prelabel ------------------------------------------------------------------------
@@ -331,7 +361,11 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
     from train_platform.datasets.refs import parse_ref, user_branch
     from train_platform.datasets.schema import is_person_annotation
     from train_platform.sampling.exceptions import BudgetError
+    from train_platform.sampling.selection import DEFAULT_ALTERNATIVES
 
+    alternatives_k = DEFAULT_ALTERNATIVES if args.alternatives is None else args.alternatives
+    if alternatives_k < 0:
+        raise BudgetError(f"--alternatives must be 0 or more, got {alternatives_k}")
     if args.accept_above is not None and not 0.0 < args.accept_above <= 1.0:
         raise BudgetError(f"--accept-above must be in (0, 1], got {args.accept_above}")
     source = _open_source(args.name, acting_user(args))
@@ -346,6 +380,7 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tp-prelabel-") as folder:
         scores = _score(source, model, Path(folder))
     predicted, confidence = scores.predicted, scores.confidence
+    alternatives = scores.alternatives(alternatives_k)
     updates, unchanged, accepted = [], 0, 0
     for row, sample_id in enumerate(scores.sample_ids.tolist()):
         if sample_id not in open_ids:
@@ -353,7 +388,8 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
         conf = float(confidence[row])
         is_accepted = args.accept_above is not None and conf >= args.accept_above
         update = {"sample_id": sample_id, "label": str(scores.classes[predicted[row]]), "confidence": conf,
-                  "label_source": "model-accepted" if is_accepted else "model", "status": "pending"}
+                  "label_source": "model-accepted" if is_accepted else "model", "status": "pending",
+                  "alternatives": alternatives[row] or None}
         now = current[sample_id]
         if all(now.get(k) == v for k, v in update.items()):
             unchanged += 1
