@@ -31,6 +31,7 @@ class Seeded:
     pending: list[str]
     model_labels: dict[str, str]
     confidence: dict[str, float]
+    alternatives: dict[str, list[dict]]  # the model's runners-up of each pending sample
 
 
 def seed_dataset(settings: Settings, name: str | None = None, *, owner: str = "alice", writers=("bob",),
@@ -54,16 +55,23 @@ def seed_dataset(settings: Settings, name: str | None = None, *, owner: str = "a
     model = [CLASSES[i % 3] for i in range(pending)]
     confidence = [round(0.99 - 0.09 * i, 2) for i in range(pending)]
     shapes = [series_of(CLASSES[(i + (i // 3)) % 3], rng) for i in range(pending)]
+    # The model's two other classes, as `tp dataset prelabel` stores them: most probable first.
+    alternatives = [[{"label": c, "probability": round((1 - conf) * share, 4)}
+                     for c, share in zip([c for c in CLASSES if c != m][::-1 if i % 2 else 1], (0.7, 0.3))]
+                    for i, (m, conf) in enumerate(zip(model, confidence))]
     if review_branch is None:
         ds.append(build_samples(ids, shapes, labels=model, label_source="model", confidence=confidence,
-                                status="pending", batch_id=["b1" if i < pending // 2 else "b2" for i in range(pending)]),
+                                status="pending", batch_id=["b1" if i < pending // 2 else "b2" for i in range(pending)],
+                                alternatives=alternatives),
                   branch="main", message="pre-labels")
     else:
         ds.append(build_samples(ids, shapes, batch_id="b1"), branch="main", message="raw recordings")
         ds.branch(review_branch)
-        ds.annotate([{"sample_id": i, "label": m, "label_source": "model", "confidence": c, "status": "pending"}
-                     for i, m, c in zip(ids, model, confidence)], review_branch, message="pre-labels")
-    return Seeded(name, settings, confirmed_ids, ids, dict(zip(ids, model)), dict(zip(ids, confidence)))
+        ds.annotate([{"sample_id": i, "label": m, "label_source": "model", "confidence": c, "status": "pending",
+                      "alternatives": a} for i, m, c, a in zip(ids, model, confidence, alternatives)],
+                    review_branch, message="pre-labels")
+    return Seeded(name, settings, confirmed_ids, ids, dict(zip(ids, model)), dict(zip(ids, confidence)),
+                  dict(zip(ids, alternatives)))
 
 
 @pytest.fixture(scope="session")

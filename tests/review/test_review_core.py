@@ -335,3 +335,41 @@ def test_a_check_report_named_by_the_review_step_shows_on_its_samples(local, tmp
     open_request(seeded, check_report=str(tmp_path / "missing"))
     broken = load_batch(seeded.name, "main", reviewer="alice", settings=local)
     assert "cannot be read" in broken.findings.error and broken.samples[1].findings == []
+
+
+def test_reviewers_first_submits_at_the_same_moment_all_land(backend, tmp_path):
+    """Four reviewers without a branch yet submit in four processes at once: each first
+    submit creates its own branch (lost commit races against the others' branch creations
+    are retried, not taken for the branch existing) and lands there."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    seeded = seed_dataset(backend, writers=("bob", "dave", "erin"))
+    reviewers = ["alice", "bob", "dave", "erin"]
+    start = tmp_path / "go"
+    worker = Path(__file__).with_name("_first_submit.py")
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, str(worker), seeded.name, who, str(start), *seeded.pending[:3]],
+                              cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+             for who in reviewers]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
+    start.touch()
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    assert [o["sync"] for o in outcomes] == ["created"] * 4
+    ds = open_dataset(seeded.name, user="alice", settings=backend)
+    refs = ds.refs()
+    for who in reviewers:
+        rows = rows_by_id(seeded.name, f"user/{who}", backend)
+        assert {i: (rows[i]["label"], rows[i]["annotator"]) for i in seeded.pending[:3]} == {
+            i: (seeded.model_labels[i], who) for i in seeded.pending[:3]}
+        assert str(refs[f"user/{who}"]["snapshot_id"]) in {o["snapshot_id"] for o in outcomes}
+    created = [e for e in ds.audit() if e.operation == "branch" and e.ref in {f"user/{w}" for w in reviewers}]
+    assert sorted(e.ref for e in created) == sorted(f"user/{w}" for w in reviewers)

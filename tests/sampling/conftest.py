@@ -48,8 +48,9 @@ class Pool:
         from train_platform.datasets import open_dataset
 
         table = open_dataset(self.name, user=OWNER).read(ref, columns=("sample_id", "label", "label_source", "confidence",
-                                                                        "status", "annotator"))
-        return {r["sample_id"]: r for r in table.to_pylist()}
+                                                                        "status", "annotator", "alternatives"))
+        # No alternatives reads as null or as [] (a rewritten data file), the same thing.
+        return {r["sample_id"]: {**r, "alternatives": r["alternatives"] or None} for r in table.to_pylist()}
 
 
 @pytest.fixture

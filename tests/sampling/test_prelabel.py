@@ -59,6 +59,13 @@ def test_prelabels_never_replace_a_persons_label(pool, checkpoints):
         assert row["status"] == "pending"
         assert row["label_source"] == ("model-accepted" if i in confident else "model")
         assert row["annotator"] == OWNER
+        # The model's runners-up (three by default), most probable first, as its own answer has them.
+        runners_up = sorted(((p, lab) for lab, p in answers[i]["probabilities"].items() if lab != row["label"]),
+                            key=lambda pair: -pair[0])[:3]
+        assert [a["label"] for a in row["alternatives"]] == [lab for _, lab in runners_up]
+        assert [a["probability"] for a in row["alternatives"]] == pytest.approx([p for p, _ in runners_up], abs=1e-6)
+    for i in people:
+        assert not rows[i]["alternatives"]
     assert (out["prelabelled"], out["accepted"], out["kept_person_labels"], out["branch"]) == (
         37, len(confident - set(people)), 3, "main")
     assert out["model"] == "model:clf:v1" and out["committed"] is True
@@ -167,3 +174,60 @@ def test_bad_input_exits_2_and_writes_nothing(pool, args, message):
         run = pool.tp("dataset", "prelabel", target, "--model", pool.model)
         assert run.returncode == 2 and text in run.stderr, run.stderr
     assert sorted((k, v["snapshot_id"]) for k, v in dataset.refs().items()) == before
+
+
+def test_the_number_of_alternatives_is_chosen_and_zero_stores_none(pool):
+    two = pool.json("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--alternatives", "2",
+                    "--to", "pre/two")
+    none = pool.json("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--alternatives", "0",
+                     "--to", "pre/none")
+    assert two["prelabelled"] == none["prelabelled"] == 40
+    rows_two, rows_none = pool.rows("pre/two"), pool.rows("pre/none")
+    for i, row in rows_two.items():
+        probabilities = [a["probability"] for a in row["alternatives"]]
+        assert len(probabilities) == 2 and probabilities == sorted(probabilities, reverse=True)
+        assert row["label"] not in {a["label"] for a in row["alternatives"]}
+        assert probabilities[0] <= row["confidence"]
+        assert rows_none[i]["alternatives"] is None and rows_none[i]["label"] == row["label"]
+    run = pool.tp("dataset", "prelabel", f"{pool.name}@main", "--model", pool.model, "--alternatives", "-1")
+    assert run.returncode == 2 and "--alternatives must be 0 or more, got -1" in run.stderr
+
+
+def test_a_dataset_made_before_alternatives_existed_keeps_working(pool):
+    """A table whose schema predates the ``alternatives`` column (as datasets created by an
+    earlier version have it): opening it adds the column by Iceberg schema evolution, its
+    old snapshots still read, pre-labels with alternatives land on a branch, and merging
+    that branch into main, where a person labelled a sample meanwhile, keeps both."""
+    from pyiceberg.schema import Schema
+
+    from train_platform.datasets import build_samples, open_dataset
+    from train_platform.datasets import schema as sample_schema
+    from train_platform.datasets.access import AccessStore
+    from train_platform.datasets.catalog import get_catalog, identifier
+    from train_platform.datasets.commits import TABLE_PROPERTIES
+    from train_platform.settings import get_settings
+
+    settings = get_settings()
+    name = f"{pool.name}_old"
+    old_schema = Schema(*[f for f in sample_schema.SAMPLE_SCHEMA.fields if f.name != "alternatives"],
+                        identifier_field_ids=[1])
+    table = get_catalog(settings).create_table(identifier(name), schema=old_schema, properties=TABLE_PROPERTIES)
+    AccessStore(settings.catalog_uri).set_role(name, OWNER, "owner", granted_by=OWNER)
+    data = open_dataset(pool.name, user=OWNER).read("main")
+    table.append(data.drop_columns(["alternatives"]), snapshot_properties={"tp.user": OWNER}, branch="main")
+    old_head = table.refresh().current_snapshot().snapshot_id
+    assert "alternatives" not in table.schema().column_names
+
+    dataset = open_dataset(name, user=OWNER)
+    assert "alternatives" in get_catalog(settings).load_table(identifier(name)).schema().column_names
+    assert dataset.read_with_snapshot(old_head, columns=("sample_id", "alternatives"))[1].column("alternatives").null_count == 40
+    out = pool.json("dataset", "prelabel", f"{name}@main", "--model", pool.model, "--to", "pre/old")
+    assert out["prelabelled"] == 40
+    dataset.import_(build_samples(["late-000"], [np.ones((8, 1))]), "main")
+    dataset.label({"late-000": "low"}, "main")
+    merged = dataset.merge("pre/old")
+    assert (merged.added, merged.changed, merged.removed) == (0, 40, 0)
+    rows = {r["sample_id"]: r for r in dataset.read("main").to_pylist()}
+    assert (rows["late-000"]["label"], rows["late-000"]["status"]) == ("low", "confirmed")
+    assert not rows["late-000"]["alternatives"]
+    assert all(len(rows[i]["alternatives"]) == 3 and rows[i]["status"] == "pending" for i in pool.ids)

@@ -129,7 +129,8 @@ class Dataset:
     # ----- plumbing ----------------------------------------------------------------------
     def _load_table(self) -> Table:
         try:
-            return self._catalog.load_table(identifier(self.name))
+            # A table made before a column of the sample schema existed gets it now.
+            return sample_schema.upgrade_table(self._catalog.load_table(identifier(self.name)))
         except NoSuchTableError as exc:
             raise DatasetNotFoundError(f"no dataset named {self.name!r}") from exc
 
@@ -249,8 +250,14 @@ class Dataset:
         snapshot's even while writers commit."""
         self._require("reader", "read")
         snapshot = self.resolve(ref)
-        scan = self._table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=tuple(columns) if columns else ("*",))
-        return snapshot.snapshot_id, scan.to_arrow()
+        # A snapshot older than a column of the sample schema reads it as nulls.
+        schema = self._table.schemas().get(snapshot.schema_id) if snapshot.schema_id is not None else None
+        known = [c for c in columns if schema is None or c in schema.column_names] if columns else None
+        scan = self._table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=tuple(known) if known else ("*",))
+        rows = scan.to_arrow()
+        for name in (c for c in columns or () if c not in rows.column_names):
+            rows = rows.append_column(sample_schema.ARROW_SCHEMA.field(name), pa.nulls(rows.num_rows, sample_schema.ARROW_SCHEMA.field(name).type))
+        return snapshot.snapshot_id, rows.select(list(columns)) if columns else rows
 
     def log(self, ref: str | int | None = None, limit: int | None = None) -> list[SnapshotInfo]:
         """Snapshots reachable from ``ref``, newest first."""

@@ -5,6 +5,11 @@ A sample is one time series with its annotation. Its values are stored inline, t
 and flattened (``values[t * n_channels + c]``), so a reader turns a row into a ``(T, C)``
 array with one reshape; a sample too large to inline (video, audio) instead names a ``.npy``
 file in the object store in ``series_uri`` and leaves ``values`` null.
+
+Columns are only ever added, as optional ones, so a table created before a column existed
+keeps working: ``upgrade_table`` adds the missing columns through Iceberg schema evolution
+(metadata only, no data file is rewritten) when a dataset is opened, and rows of snapshots
+written before read the new column as null. ``alternatives`` came that way.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from pyiceberg.types import (
     ListType,
     NestedField,
     StringType,
+    StructType,
     TimestamptzType,
 )
 
-from train_platform.datasets.exceptions import InvalidSamplesError
+from train_platform.datasets.exceptions import DatasetError, InvalidSamplesError
 
 STATUSES = ("raw", "pending", "confirmed")
 LABEL_SOURCES = ("human", "model", "model-accepted", "imported")
@@ -48,14 +54,61 @@ SAMPLE_SCHEMA = Schema(
     NestedField(10, "annotator", StringType(), required=False),
     NestedField(11, "status", StringType(), required=True),
     NestedField(12, "batch_id", StringType(), required=False),
+    # A model's pre-label's runners-up, most probable first: the labels it found next most
+    # likely with their probabilities (``tp dataset prelabel --alternatives K``). Null for
+    # every other label and for tables written before the column existed.
+    NestedField(14, "alternatives", ListType(15, StructType(
+        NestedField(16, "label", StringType(), required=True),
+        NestedField(17, "probability", DoubleType(), required=True),
+    ), element_required=True), required=False),
     # Upserts and merges match rows on the sample id, as Iceberg's identifier field.
     identifier_field_ids=[1],
 )
 
-ARROW_SCHEMA: pa.Schema = SAMPLE_SCHEMA.as_arrow()
+
+
+def _without_field_ids(field_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_list(field_type):
+        item = field_type.value_field
+        return pa.list_(pa.field(item.name, _without_field_ids(item.type), item.nullable))
+    if pa.types.is_struct(field_type):
+        return pa.struct([pa.field(f.name, _without_field_ids(f.type), f.nullable) for f in field_type])
+    return field_type
+
+
+# Rows carry no Iceberg field ids: writes match their columns to a table's by name, so a
+# table whose ids were assigned differently (one created before a column was added, which
+# got the next free ids) takes the same rows.
+ARROW_SCHEMA: pa.Schema = pa.schema([pa.field(f.name, _without_field_ids(f.type), f.nullable)
+                                     for f in SAMPLE_SCHEMA.as_arrow()])
 COLUMNS: tuple[str, ...] = tuple(ARROW_SCHEMA.names)
 # Columns an annotation changes; everything else describes the recording itself.
-LABEL_COLUMNS = ("label", "label_source", "confidence", "annotator", "status")
+LABEL_COLUMNS = ("label", "label_source", "confidence", "annotator", "status", "alternatives")
+# Columns compared as Python values in ``rows_equal`` (Arrow has no equality kernel for lists
+# of structs).
+_NESTED_COLUMNS = ("alternatives",)
+
+
+def upgrade_table(table: Any) -> Any:
+    """``table`` (a pyiceberg ``Table``) with every column of the sample schema: a table
+    created before a column was added gets it through schema evolution (an optional column,
+    metadata only). Safe when several processes open the same old table at once: a lost
+    commit race is retried on the newest metadata, and a process that finds the columns
+    there already does nothing. Returns the table as it is now."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    for _attempt in range(10):
+        missing = [name for name in COLUMNS if name not in table.schema().column_names]
+        if not missing:
+            return table
+        try:
+            with table.update_schema() as update:
+                update.union_by_name(SAMPLE_SCHEMA)
+        except CommitFailedException:
+            pass  # someone committed meanwhile (maybe this very upgrade): look again
+        table = table.refresh()
+    raise DatasetError(f"could not add column(s) {', '.join(missing)} to {'.'.join(table.name())}: "
+                              "too many concurrent commits")
 
 
 def is_person_annotation(row: Mapping[str, Any]) -> bool:
@@ -79,6 +132,7 @@ def build_samples(
     n_channels: Sequence[int] | None = None,
     start_time: Sequence[datetime | None] | None = None,
     end_time: Sequence[datetime | None] | None = None,
+    alternatives: Sequence[Sequence[Mapping[str, Any]] | None] | None = None,
 ) -> pa.Table:
     """Rows in the sample schema from columns. ``series`` items are ``(T, C)`` (or ``(T,)``
     for one channel) arrays; an item is ``None`` when ``series_uri`` names the data instead.
@@ -151,6 +205,8 @@ def build_samples(
             "annotator": pa.array(column(annotator, "annotator"), pa.string()),
             "status": pa.array(status_l, pa.string()),
             "batch_id": pa.array(column(batch_id, "batch_id"), pa.string()),
+            "alternatives": pa.array(column(alternatives, "alternatives") if alternatives is not None else [None] * n,
+                                     ARROW_SCHEMA.field("alternatives").type),
         }
     )
     return conform(table)
@@ -207,6 +263,13 @@ def _check(table: pa.Table, where: str) -> None:
     bad_conf = pc.fill_null(pc.or_(pc.less(confidence, 0.0), pc.greater(confidence, 1.0)), False)
     if pc.any(bad_conf).as_py():
         raise InvalidSamplesError(f"{where}: sample {_first(table, bad_conf)} has confidence outside [0, 1]")
+    alternatives = table.column("alternatives")
+    if alternatives.null_count < table.num_rows:
+        probability = pc.struct_field(pc.list_flatten(alternatives), "probability")
+        if pc.any(pc.or_(pc.is_null(probability), pc.or_(pc.less(probability, 0.0), pc.greater(probability, 1.0)))).as_py():
+            bad = [row["sample_id"] for row in table.select(["sample_id", "alternatives"]).to_pylist()
+                   if any(a["probability"] is None or not 0.0 <= a["probability"] <= 1.0 for a in row["alternatives"] or ())]
+            raise InvalidSamplesError(f"{where}: sample {bad[0]!r} has an alternative whose probability is outside [0, 1]")
     unlabeled_confirmed = pc.and_(pc.equal(table.column("status"), "confirmed"), pc.is_null(table.column("label")))
     if pc.any(unlabeled_confirmed).as_py():
         raise InvalidSamplesError(f"{where}: sample {_first(table, unlabeled_confirmed)} is confirmed but has no label")
@@ -239,12 +302,30 @@ def rows_equal(left: pa.Table, right: pa.Table, ignore: Sequence[str] = ()) -> n
         if name == "values" or name in ignore:
             continue
         a, b = left.column(name), right.column(name)
+        if name in _NESTED_COLUMNS:
+            equal &= _nested_equal(a, b)
+            continue
         same = pc.fill_null(pc.equal(a, b), False)
         both_null = pc.and_(pc.is_null(a), pc.is_null(b))
         equal &= pc.or_(same, both_null).to_numpy(zero_copy_only=False)
     if "values" not in ignore:
         equal &= _lists_equal(left.column("values").combine_chunks(), right.column("values").combine_chunks())
     return equal
+
+
+def _nested_equal(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
+    """Per-row equality of a list column where null and the empty list both mean "none"
+    (pyiceberg reads a column missing from an older data file either way); only rows where
+    either side holds an item are turned into Python values."""
+    empty_a = pc.fill_null(pc.equal(pc.list_value_length(a), 0), True).to_numpy(zero_copy_only=False)
+    empty_b = pc.fill_null(pc.equal(pc.list_value_length(b), 0), True).to_numpy(zero_copy_only=False)
+    result = empty_a & empty_b
+    rows = np.flatnonzero(~result)
+    if rows.size:
+        index = pa.array(rows)
+        values_a, values_b = a.take(index).to_pylist(), b.take(index).to_pylist()
+        result[rows] = [x == y for x, y in zip(values_a, values_b)]
+    return result
 
 
 def _lists_equal(a: pa.ListArray, b: pa.ListArray) -> np.ndarray:

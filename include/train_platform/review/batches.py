@@ -11,7 +11,8 @@ of them (``offset``, ``limit``) with their series, and counts cover all.
 
 **What the reviewer sees.** For each sample: its channels over time, the label it is shown
 with (the model's pre-label, or a person's label sent back for review) with its source and
-confidence, what each reviewer decided so far (from the journal), and the check report's
+confidence, the model's runners-up with their probabilities (``alternatives``, stored by
+``tp dataset prelabel``), what each reviewer decided so far (from the journal), and the check report's
 findings when the review step names one. For the batch: the label set (the dataset's
 classes, i.e. the labels of confirmed samples on main, plus the labels samples of the
 batch are shown with), whether new classes may be typed (the review step's ``allow_new_classes``; no
@@ -57,6 +58,8 @@ class BatchSample:
     label_source: str | None
     batch_id: str | None
     decisions: dict[str, Decision] = field(default_factory=dict)  # by reviewer
+    # The model's next most likely labels, most probable first: {"label", "probability"}.
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     def decision_of(self, reviewer: str) -> Decision | None:
@@ -70,6 +73,7 @@ class BatchSample:
             "end_time": self.end_time.isoformat() if self.end_time else None,
             "model_label": self.model_label, "confidence": self.confidence, "label_source": self.label_source,
             "batch_id": self.batch_id,
+            "alternatives": [{"label": a["label"], "probability": a["probability"]} for a in self.alternatives],
             "decisions": {reviewer: {"action": d.action, "label": d.label, "decided_at": d.decided_at.isoformat()}
                           for reviewer, d in self.decisions.items()},
             "findings": [f.as_dict() for f in self.findings],
@@ -189,6 +193,12 @@ def label_set(ds: Dataset, table: Any, model_labels: dict[str, str | None]) -> l
     return sorted(labels)
 
 
+def with_alternatives(labels: list[str], samples: list[BatchSample]) -> list[str]:
+    """``labels`` and the model's alternatives of ``samples``: a runner-up is a label the model
+    knows, so a reviewer may pick it even before any sample is confirmed with it."""
+    return sorted(set(labels) | {a["label"] for s in samples for a in s.alternatives})
+
+
 def load_batch(
     dataset: str,
     review_branch: str,
@@ -230,12 +240,13 @@ def load_batch(
             start_time=row["start_time"], end_time=row["end_time"], model_label=row["label"],
             confidence=row["confidence"], label_source=row["label_source"], batch_id=row["batch_id"],
             decisions=by_sample.get(row["sample_id"], {}), findings=findings.of(row["sample_id"]),
+            alternatives=list(row.get("alternatives") or ()),
         ))
     decided = {d.sample_id for d in decisions if d.outcome is not None}
     return Batch(
         dataset=dataset, review_branch=review_branch, reviewer=reviewer, role=role_of(ds), batch_id=batch_id,
         review_snapshot=review_snapshot, branch=own, branch_snapshot=branch_snapshot, ids=ids, samples=samples,
-        offset=offset, limit=limit, labels=label_set(ds, table, model_labels),
+        offset=offset, limit=limit, labels=with_alternatives(label_set(ds, table, model_labels), samples),
         allow_new_classes=bool(request.allow_new_classes) if request else False, batch_ids=all_batch_ids,
         reviewed_by_me=len({d.sample_id for d in decisions if d.reviewer == reviewer and d.outcome is not None}),
         reviewed_by_anyone=len(decided), disagreements=disagreements(decisions), request=request, findings=findings,
@@ -243,4 +254,4 @@ def load_batch(
 
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Batch", "BatchSample", "batch_ids_in_review", "label_set", "load_batch",
-           "merged_ids", "role_of"]
+           "merged_ids", "role_of", "with_alternatives"]

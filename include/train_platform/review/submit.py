@@ -3,14 +3,14 @@
 Each decision is one of:
 
 * ``accept``: the model's label becomes the sample's label;
-* ``correct``: the reviewer's ``label`` does (one of the label set, or a new class when the
-  review allows new classes);
+* ``correct``: the reviewer's ``label`` does (one of the label set, one of the model's
+  alternatives for that sample, or a new class when the review allows new classes);
 * ``reject``: a bad sample; it is removed from the reviewer's branch, so the merge removes
   it from main (history keeps it);
 * ``skip``: no decision; nothing is written to the dataset.
 
 Accepted and corrected samples are written with ``label_source`` ``human``, status
-``confirmed``, no confidence, and the reviewer as ``annotator``, from the rows of the review
+``confirmed``, no confidence, no alternatives, and the reviewer as ``annotator``, from the rows of the review
 branch snapshot the page showed. All of one submit lands in one commit on ``user/<reviewer>``
 (after ``sync.sync_with_main``), and every decision, skips included, goes to the journal
 and to the dataset's audit log (operation ``review``).
@@ -130,7 +130,7 @@ def _labelled_rows(rows: pa.Table, labels: Mapping[str, str], reviewer: str) -> 
     records = rows.to_pylist()
     for record in records:
         record.update(label=labels[record["sample_id"]], label_source="human", confidence=None,
-                      annotator=reviewer, status="confirmed")
+                      annotator=reviewer, status="confirmed", alternatives=None)
     return sample_schema.conform(pa.Table.from_pylist(records, schema=sample_schema.ARROW_SCHEMA), where="review")
 
 
@@ -179,7 +179,10 @@ def submit_review(
             labels[d.sample_id] = model_labels[d.sample_id]  # type: ignore[assignment]
         elif d.action == "correct":
             labels[d.sample_id] = d.label  # type: ignore[assignment]
-    new = sorted({label for label in labels.values() if label not in allowed})
+    proposed = {r["sample_id"]: {a["label"] for a in r["alternatives"] or ()}
+                for r in shown_rows.select(["sample_id", "alternatives"]).to_pylist()}
+    new = sorted({label for sample_id, label in labels.items()
+                  if label not in allowed and label not in proposed.get(sample_id, ())})
     if new and not (request is not None and request.allow_new_classes):
         raise UnknownLabelError(new, allowed)
     rejected = [d.sample_id for d in parsed if d.action == "reject"]

@@ -5,7 +5,8 @@ merge. Samples added to main after the branch started are not on it, and a decis
 such a sample would add it to the branch a second time, in a different state: the next
 merge would report a conflict on every such sample. So, before each submit:
 
-* **no branch yet**: it is created from main (``Dataset.ensure_user_branch``);
+* **no branch yet**: it is created at main's head, retried when another commit (a second
+  reviewer creating theirs at the same moment) lands first;
 * **nothing unmerged** (its head is main's merge base with it): the branch moves to main's
   head, a fast-forward. Nothing is lost: every change of the branch is already in main;
 * **unmerged changes, main moved**: the branch is rebased. Its own changes since the merge
@@ -82,18 +83,32 @@ def _move(table: Any, branch: str, expected: int | None, to: int, where: str) ->
         raise StaleReviewError(where, [], _MOVED) from exc
 
 
-def _create(ds: Dataset, branch: str, attempts: int = 20) -> int:
-    """Create the reviewer's branch from main; returns its head. ``ensure_user_branch``
-    takes a lost commit race against a commit to *another* branch (a second reviewer creating
-    theirs) for the branch existing already, so the branch is looked for afterwards and
-    the creation tried again, with a jittered pause, while it is still missing."""
+def _create(ds: Dataset, branch: str, access: AccessStore, attempts: int = 30) -> int:
+    """Create the reviewer's branch at main's head; returns its head.
+
+    Creating a ref is a commit of the table's metadata that asserts the ref is absent, and
+    the catalog refuses it (``CommitFailedException``) whenever *any* other commit landed
+    since the metadata was read: another reviewer creating their own branch at the same
+    moment, a submit, a merge. ``Dataset.ensure_user_branch`` takes that refusal for the
+    branch existing, which it then does not. Here the branch is looked for on fresh
+    metadata after each refusal: when it is there (this reviewer's other tab made it) it is
+    used, otherwise the creation is tried again on the newest main, after a short jittered
+    pause so that reviewers starting together spread out."""
     for attempt in range(attempts):
-        ds.ensure_user_branch()
-        head = _heads(load_table(ds), branch)[1]
+        table = load_table(ds)
+        main_head, head = _heads(table, branch)
         if head is not None:
             return head
-        time.sleep(random.uniform(0, min(1.0, 0.05 * 2 ** attempt)))
-    raise CommitRetriesExhaustedError(f"{ds.name}: could not create {branch} in {attempts} attempts")
+        try:
+            table.manage_snapshots().create_branch(main_head, branch).commit()
+        except CommitFailedException:
+            log.debug("%s@%s: creating the branch lost a commit race (attempt %d)", ds.name, branch, attempt + 1)
+            time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
+            continue
+        access.record(ds.name, ds.user, "branch", ref=branch, snapshot_id=main_head, detail={"from": MAIN})
+        return main_head
+    raise CommitRetriesExhaustedError(f"{ds.name}: could not create {branch} in {attempts} attempts "
+                                      "(other commits kept landing first); submit again")
 
 
 def sync_with_main(ds: Dataset, branch: str, access: AccessStore) -> dict[str, Any]:
@@ -104,7 +119,7 @@ def sync_with_main(ds: Dataset, branch: str, access: AccessStore) -> dict[str, A
     table = _remove_scratch(load_table(ds), branch)
     main_head, head = _heads(table, branch)
     if head is None:
-        return {"kind": "created", "head": _create(ds, branch)}
+        return {"kind": "created", "head": _create(ds, branch, access)}
     base = merge_base(table, main_head, head)
     if base is None or base == main_head:
         return {"kind": "up-to-date" if base is not None else "diverged", "head": head}

@@ -35,6 +35,8 @@ NEEDS_MODEL = frozenset(STRATEGIES) - {"random"}
 NEEDS_MC = frozenset({"bald"})
 NEEDS_EMBEDDINGS = frozenset({"diverse"})
 THRESHOLD_STRATEGIES = frozenset({"below_confidence"})
+# Runners-up stored with each pre-label (``tp dataset prelabel --alternatives``).
+DEFAULT_ALTERNATIVES = 3
 # Rows sum to 1 up to float32 rounding of a softmax over a few hundred classes.
 _SUM_TOLERANCE = 1e-3
 
@@ -99,6 +101,24 @@ class Scores:
     @property
     def confidence(self) -> np.ndarray:
         return self.probabilities.max(axis=1)
+
+    def alternatives(self, k: int = DEFAULT_ALTERNATIVES) -> list[list[dict[str, float | str]]]:
+        """For each row, the ``k`` most probable classes after the predicted one, most probable
+        first, as ``{"label", "probability"}``: the runners-up a reviewer may pick instead of
+        the pre-label. Ties rank by class order, as ``predicted`` does. Fewer than ``k`` when
+        the model knows fewer other classes; ``k`` 0 gives empty lists."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise BudgetError(f"the number of alternatives must be a whole number >= 0, got {k!r}")
+        n, classes = self.probabilities.shape
+        take = min(int(k), max(classes - 1, 0))
+        if take == 0:
+            return [[] for _ in range(n)]
+        # A stable sort on the negated probabilities: the first column is ``predicted``.
+        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, 1:take + 1]
+        picked = np.take_along_axis(self.probabilities, order, axis=1)
+        labels = self.classes
+        return [[{"label": str(labels[c]), "probability": float(p)} for c, p in zip(row, probs)]
+                for row, probs in zip(order.tolist(), picked.tolist())]
 
 
 def _check_distributions(p: np.ndarray, where: str) -> None:
