@@ -9,8 +9,8 @@ from operators.dataset_refs import branch_output, dataset_input
 
 
 class PrelabelOperator(ContainerCommandOperator):
-    """Writes a model's label and confidence onto every unconfirmed sample of a dataset
-    snapshot, status ``pending`` and ``label_source`` ``model`` (``model-accepted`` at or
+    """Writes a model's label, confidence and runners-up (``alternatives``) onto every
+    unconfirmed sample of a dataset snapshot, status ``pending`` and ``label_source`` ``model`` (``model-accepted`` at or
     above ``accept_above``); a person's annotation is never replaced.
 
     Input ``data`` (the first input when not named so): a dataset ref ``tp://NAME@REF``.
@@ -18,7 +18,8 @@ class PrelabelOperator(ContainerCommandOperator):
     ``model_name`` parameter, else the pipeline's name, at ``model_version``, default
     ``production``). Output ``prelabels`` (the first output when not named so), when given:
     a dataset ref ``tp://NAME@BRANCH`` of the same dataset to write to (created at REF when
-    missing); without one the pre-labels go to REF itself. Parameter ``accept_above``.
+    missing); without one the pre-labels go to REF itself. Parameters ``accept_above`` and
+    ``alternatives`` (how many runners-up to store with each pre-label; default 3, 0 none).
     """
 
     task_type = "prelabel"
@@ -37,6 +38,8 @@ class PrelabelOperator(ContainerCommandOperator):
                    "--model", model, "--json"]
         if params.get("accept_above") is not None:
             command += ["--accept-above", str(params["accept_above"])]
+        if params.get("alternatives") is not None:
+            command += ["--alternatives", str(int(params["alternatives"]))]
         if outputs:
             command += ["--to", branch_output(self.task_id, data, outputs.get("prelabels") or next(iter(outputs.values())))]
         return command

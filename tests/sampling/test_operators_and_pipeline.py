@@ -50,6 +50,7 @@ def test_prelabel_operator_command():
     # Without a model input: model_name (else the pipeline's name) at model_version (production).
     assert task.default_command({"data": "tp://vib@main"}, {}, {})[7] == "model:sensor-classifier:production"
     assert task.default_command({"data": "tp://vib@main"}, {}, {"model_name": "m", "model_version": 3})[7] == "model:m:v3"
+    assert task.default_command({"data": "tp://vib@main"}, {}, {"alternatives": 5})[-2:] == ["--alternatives", "5"]
 
 
 def test_the_shipped_pipeline_validates_and_compiles():
