@@ -139,7 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--retain-last", type=int, default=10, metavar="N", help="keep the newest N of every branch (default 10)")
     p.add_argument(
         "--orphan-grace", type=float, default=60.0, metavar="MINUTES",
-        help="delete unreferenced data files older than this (default 60: spares writes in flight)",
+        help="delete unreferenced data files older than this (default 60, at least 30: spares writes in flight)",
     )
     p.add_argument("--keep-files", action="store_true", help="delete no data files, only expire snapshots")
     p.add_argument("--wait", type=float, default=None, metavar="SECONDS")
@@ -154,6 +154,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from train_platform.cli import dataset_sampling
 
     dataset_sampling.register(commands)
+
+    from train_platform.cli import dataset_intake
+
+    dataset_intake.register(commands)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -336,7 +340,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
-    grace = None if args.keep_files else timedelta(minutes=args.orphan_grace)
+    from train_platform.datasets.maintenance import check_orphan_grace
+
+    grace = None if args.keep_files else check_orphan_grace(timedelta(minutes=args.orphan_grace), option="--orphan-grace")
     result = _open(args.name, args).expire(
         older_than=timedelta(days=args.older_than), retain_last=args.retain_last, orphan_grace=grace, wait_s=args.wait
     )
