@@ -9,12 +9,22 @@ happens per request; this file is only the HTTP surface.
                    timestamps/text/image/audio}`` -> ``{"label", "confidence",
                    "probabilities", "model_version"}`` (classification; the matching fields
                    for the other tasks). 400 bad input or a field over its bound, 401
-                   no/bad token, 413 body too large, 503 overloaded.
+                   no/bad token, 403 a token without the ``predict`` scope, 413 body too
+                   large, 503 overloaded. With ``TP_SERVE_CAPTURE_RATE`` set, a sampled share
+                   of keyed predictions is captured for the dataset's intake branch
+                   (``ml/serving/capture.py``).
 ``POST /feedback`` ``{"key", "label"}``: a confirmed label for an earlier keyed prediction;
                    feeds the per-version accuracy the deployment step compares. Counted
                    once per prediction: a replay answers ``"duplicate": true``, another
-                   label for it 409; 404 no recent prediction with that key.
-``GET /metrics``   Prometheus metrics (BentoML's endpoint; left open for the scraper).
+                   label for it 409; 404 no recent prediction with that key; 403 a token
+                   without the ``feedback`` scope.
+``GET /metrics``   Prometheus metrics, and BentoML's ``/healthz``, ``/livez``, ``/readyz``:
+                   open, without a token (the scraper and the kubelet's probes).
+
+Auth: with ``TP_API_TOKENS`` set, every API route needs ``Authorization: Bearer TOKEN`` of a
+client holding the route's scope (``NAME:predict+feedback=TOKEN``; a bare token has both).
+The client's name, never its token, is what the prediction log records as the caller of a
+prediction and as who confirmed it, and what the log lines name. Without tokens auth is off.
 
 Every request body is capped at ``TP_SERVE_MAX_BODY_BYTES`` (4 MiB) by ``BodySizeLimit``,
 an ASGI middleware in front of BentoML's parsing: 413 before the body is read.
@@ -23,7 +33,6 @@ an ASGI middleware in front of BentoML's parsing: 413 before the body is read.
 from __future__ import annotations
 
 import gc
-import hmac
 import json
 import logging
 from typing import Any
@@ -36,6 +45,7 @@ from ml.serving.batching import OverloadedError
 from ml.serving.cache import FeedbackStoreError
 from ml.serving.config import ServingConfig
 from ml.serving.runtime import FeedbackConflictError, ServingRuntime
+from train_platform.registry.identity import authenticate_bearer
 from train_platform.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -123,7 +133,8 @@ def _error(ctx: bentoml.Context, status: int, message: str, **headers: str) -> J
 class InferenceService:
     def __init__(self) -> None:
         settings = get_settings()
-        self.tokens = tuple(token.encode() for token in settings.api_tokens)
+        self.settings = settings
+        self.auth = bool(settings.api_clients)
         self.runtime = ServingRuntime(ServingConfig.from_env(), settings)
         # Everything loaded so far lives as long as the worker: move it out of the
         # collector's generations so full collections (60-250 ms pauses measured under
@@ -142,17 +153,22 @@ class InferenceService:
     async def stop_background_tasks(self) -> None:
         await self.runtime.close()
 
-    def _unauthorized(self, ctx: bentoml.Context) -> JSONResponse | None:
-        if not self.tokens:
-            return None
-        header = ctx.request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            given = token.strip().encode()
-            # Constant-time comparison: response timing must not reveal token prefixes.
-            if any(hmac.compare_digest(given, known) for known in self.tokens):
-                return None
-        return _error(ctx, 401, "missing or invalid bearer token", **{"WWW-Authenticate": "Bearer"})
+    def _authorize(self, ctx: bentoml.Context, scope: str, route: str) -> tuple[str | None, JSONResponse | None]:
+        """``(caller, None)`` for a request whose bearer token holds ``scope`` (``caller``:
+        the client's name; ``None`` with auth off), else ``(None, the 401 or 403 answer)``."""
+        if not self.auth:
+            return None, None
+        # Every token compared in constant time: the timing reveals neither token nor prefix.
+        client = authenticate_bearer(self.settings, ctx.request.headers.get("authorization"))
+        if client is None:
+            return None, _error(ctx, 401, "missing or invalid bearer token", **{"WWW-Authenticate": "Bearer"})
+        if scope not in client.scopes:
+            log.warning("client %s refused at %s: its token lacks the %s scope", client.name, route, scope)
+            return None, _error(
+                ctx, 403, f"the token of client {client.name!r} lacks the {scope!r} scope that {route} needs "
+                          f"(it has: {', '.join(sorted(client.scopes))})",
+                **{"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+        return client.name, None
 
     @bentoml.api(route="/predict")
     async def predict(
@@ -166,9 +182,9 @@ class InferenceService:
         audio: list[Any] | None = None,
     ) -> dict[str, Any]:
         """Predict one sample with the production model (or its A/B candidate)."""
-        denied = self._unauthorized(ctx)
+        caller, denied = self._authorize(ctx, "predict", "POST /predict")
         if denied is not None:
-            self.runtime.count_unauthorized()
+            self.runtime.count_unauthorized("unauthorized" if ctx.response.status_code == 401 else "forbidden")
             return denied
         # The fields as sent; the runtime validates them once, against the routed version.
         body: dict[str, Any] = {"sensor": sensor}
@@ -176,7 +192,7 @@ class InferenceService:
             if value is not None:
                 body[name] = value
         try:
-            return await self.runtime.predict(body, key)
+            return await self.runtime.predict(body, key, caller)
         except InvalidInputError as exc:
             return _error(ctx, 400, str(exc))
         except OverloadedError as exc:
@@ -186,11 +202,11 @@ class InferenceService:
     async def feedback(self, ctx: bentoml.Context, key: str, label: str) -> dict[str, Any]:
         """Record the confirmed label of an earlier prediction made with this ``key``; once
         per prediction (a replay answers ``"duplicate": true`` and counts nothing)."""
-        denied = self._unauthorized(ctx)
+        caller, denied = self._authorize(ctx, "feedback", "POST /feedback")
         if denied is not None:
             return denied
         try:
-            return await self.runtime.feedback(key, label)
+            return await self.runtime.feedback(key, label, caller)
         except InvalidInputError as exc:
             return _error(ctx, 400, str(exc))
         except KeyError:
@@ -198,7 +214,7 @@ class InferenceService:
         except FeedbackConflictError as exc:
             return _error(ctx, 409, str(exc))
         except FeedbackStoreError as exc:
-            log.error("feedback for key %r not recorded: %s", key[:64], exc)
+            log.error("feedback for key %r from %s not recorded: %s", key[:64], caller or "anonymous", exc)
             return _error(ctx, 503, "the prediction log is unavailable, retry later", **{"Retry-After": "1"})
 
 

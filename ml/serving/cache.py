@@ -11,7 +11,10 @@ never cached. A Redis outage degrades to cache misses, never to failed requests.
 ``TP_SERVE_FEEDBACK_TTL_S`` so a confirmed label sent later to ``/feedback`` can score it.
 A prediction is confirmed at most once: the first label counts, the same label sent again is
 a duplicate that counts nothing, another label for it is a conflict that counts nothing. A
-new prediction for the same key replaces the entry and may be confirmed again. The log must
+new prediction for the same key replaces the entry and may be confirmed again. Each entry
+also names the API clients behind it (their ``TP_API_TOKENS`` names, never the tokens): the
+``caller`` that asked for the prediction and the client whose label counted
+(``confirmed_by``). The log must
 be seen by every worker, since ``/feedback`` may reach another worker than the prediction
 did: it lives in Redis when configured (shared by every replica), else in a SQLite file
 under ``TP_HOME/serving/`` that the workers of a replica share.
@@ -168,15 +171,16 @@ class PredictionLog(abc.ABC):
     backend: str
 
     @abc.abstractmethod
-    async def record(self, key: str, version: int, prediction: Any) -> None:
-        """Remembers what ``version`` answered for ``key``, replacing an earlier entry. A
-        failing store is logged, not raised: the answer is already computed."""
+    async def record(self, key: str, version: int, prediction: Any, caller: str | None = None) -> None:
+        """Remembers what ``version`` answered for ``key`` (asked by the API client
+        ``caller``), replacing an earlier entry. A failing store is logged, not raised: the
+        answer is already computed."""
 
     @abc.abstractmethod
-    async def confirm(self, key: str, label: str) -> Confirmation | None:
-        """Marks the prediction logged for ``key`` as confirmed with ``label`` unless it
-        already is; ``None`` when no unexpired prediction has that key. Raises
-        ``FeedbackStoreError`` when the store cannot be read."""
+    async def confirm(self, key: str, label: str, caller: str | None = None) -> Confirmation | None:
+        """Marks the prediction logged for ``key`` as confirmed with ``label`` by the API
+        client ``caller`` unless it already is; ``None`` when no unexpired prediction has that
+        key. Raises ``FeedbackStoreError`` when the store cannot be read."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -194,6 +198,7 @@ def _outcome(stored: str, label: str, counted: bool) -> str:
 _CONFIRM_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local counted = redis.call('HSETNX', KEYS[1], 'confirmed', ARGV[1])
+if counted == 1 and ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'confirmed_by', ARGV[2]) end
 return {counted, redis.call('HGET', KEYS[1], 'version'), redis.call('HGET', KEYS[1], 'prediction'),
         redis.call('HGET', KEYS[1], 'confirmed')}
 """
@@ -211,21 +216,24 @@ class RedisPredictionLog(PredictionLog):
     def _key(self, key: str) -> str:
         return f"tp:fb:{self.model}:{key}"
 
-    async def record(self, key: str, version: int, prediction: Any) -> None:
+    async def record(self, key: str, version: int, prediction: Any, caller: str | None = None) -> None:
         name = self._key(key)
+        entry = {"version": version, "prediction": json.dumps(prediction)}
+        if caller:
+            entry["caller"] = caller
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 # A new prediction replaces the old one and its confirmation, in one step.
                 pipe.delete(name)
-                pipe.hset(name, mapping={"version": version, "prediction": json.dumps(prediction)})
+                pipe.hset(name, mapping=entry)
                 pipe.expire(name, self.ttl_s)
                 await pipe.execute()
         except Exception as exc:
             log.warning("prediction log unavailable (%s); key %r cannot get feedback", exc, key)
 
-    async def confirm(self, key: str, label: str) -> Confirmation | None:
+    async def confirm(self, key: str, label: str, caller: str | None = None) -> Confirmation | None:
         try:
-            found = await self._confirm(keys=[self._key(key)], args=[label])
+            found = await self._confirm(keys=[self._key(key)], args=[label, caller or ""])
         except Exception as exc:
             raise FeedbackStoreError(f"the prediction log (Redis) is unavailable: {exc}") from exc
         if found is None:
@@ -267,32 +275,44 @@ class SQLitePredictionLog(PredictionLog):
         conn.execute("""CREATE TABLE IF NOT EXISTS tp_prediction_log (
             model TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
             prediction TEXT NOT NULL, expires_at REAL NOT NULL, confirmed TEXT,
+            caller TEXT, confirmed_by TEXT,
             PRIMARY KEY (model, key))""")
+        # A log file written before the callers were recorded gets their columns (empty).
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(tp_prediction_log)")}
+        for column in ("caller", "confirmed_by"):
+            if column not in columns:
+                try:
+                    conn.execute(f"ALTER TABLE tp_prediction_log ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError as exc:  # another worker added it first
+                    if "duplicate column" not in str(exc):
+                        raise
         conn.execute("CREATE INDEX IF NOT EXISTS tp_prediction_log_expiry ON tp_prediction_log (expires_at)")
         self._conn = conn
 
     async def _call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _record(self, key: str, version: int, prediction: str) -> None:
+    def _record(self, key: str, version: int, prediction: str, caller: str | None) -> None:
         now = time.time()
         self._conn.execute(
-            """INSERT INTO tp_prediction_log (model, key, version, prediction, expires_at, confirmed)
-               VALUES (?, ?, ?, ?, ?, NULL)
+            """INSERT INTO tp_prediction_log (model, key, version, prediction, expires_at, confirmed, caller,
+                                              confirmed_by)
+               VALUES (?, ?, ?, ?, ?, NULL, ?, NULL)
                ON CONFLICT (model, key) DO UPDATE SET version = excluded.version,
-                   prediction = excluded.prediction, expires_at = excluded.expires_at, confirmed = NULL""",
-            (self.model, key, version, prediction, now + self.ttl_s))
+                   prediction = excluded.prediction, expires_at = excluded.expires_at, confirmed = NULL,
+                   caller = excluded.caller, confirmed_by = NULL""",
+            (self.model, key, version, prediction, now + self.ttl_s, caller))
         self._records += 1
         if self._records % self.PRUNE_EVERY == 0:
             self._conn.execute("DELETE FROM tp_prediction_log WHERE expires_at < ?", (now,))
 
-    async def record(self, key: str, version: int, prediction: Any) -> None:
+    async def record(self, key: str, version: int, prediction: Any, caller: str | None = None) -> None:
         try:
-            await self._call(self._record, key, version, json.dumps(prediction))
+            await self._call(self._record, key, version, json.dumps(prediction), caller)
         except sqlite3.Error as exc:
             log.warning("prediction log unavailable (%s); key %r cannot get feedback", exc, key)
 
-    def _confirm(self, key: str, label: str) -> Confirmation | None:
+    def _confirm(self, key: str, label: str, caller: str | None) -> Confirmation | None:
         conn = self._conn
         # BEGIN IMMEDIATE takes the write lock first: two workers confirming one key run one
         # after the other, and the second sees the first's label.
@@ -306,8 +326,8 @@ class SQLitePredictionLog(PredictionLog):
                 return None
             version, prediction, stored = row
             if stored is None:
-                conn.execute("UPDATE tp_prediction_log SET confirmed = ? WHERE model = ? AND key = ?",
-                             (label, self.model, key))
+                conn.execute("UPDATE tp_prediction_log SET confirmed = ?, confirmed_by = ? WHERE model = ? AND key = ?",
+                             (label, caller, self.model, key))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -316,9 +336,9 @@ class SQLitePredictionLog(PredictionLog):
                             outcome=_outcome(stored, label, stored is None),
                             label=label if stored is None else stored)
 
-    async def confirm(self, key: str, label: str) -> Confirmation | None:
+    async def confirm(self, key: str, label: str, caller: str | None = None) -> Confirmation | None:
         try:
-            return await self._call(self._confirm, key, label)
+            return await self._call(self._confirm, key, label, caller)
         except sqlite3.Error as exc:
             raise FeedbackStoreError(f"the prediction log ({self.path}) is unavailable: {exc}") from exc
 

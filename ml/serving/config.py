@@ -98,6 +98,21 @@ class ServingConfig:
     # keyed prediction (Redis or the feedback log), so they must stay small.
     max_key_chars: int = 256
 
+    # Served data comes back (train_platform/datasets/served.py): the share of keyed
+    # predictions captured as pre-labelled samples on the dataset's `intake` branch, chosen
+    # by a hash of the key (0 = off). Off by default: capturing keeps what clients send.
+    capture_rate: float = 0.0
+    # The dataset they go to (required when the rate is above 0).
+    capture_dataset: str | None = None
+    # A worker hands its spool file to the import this often, or at this many samples,
+    # whichever comes first: one Iceberg commit per flush instead of one per request.
+    capture_flush_s: float = 30.0
+    capture_flush_samples: int = 500
+    # Who imports the spool files: "service" (each worker, in a background thread, after
+    # each flush) or "command" (only `tp dataset intake-served NAME`, e.g. a scheduled
+    # task; the serving pods then need no write access to the catalog).
+    capture_import: str = "service"
+
     @staticmethod
     def workers_from_env(env: dict[str, str] | None = None) -> int:
         """Worker processes per replica. Two by default: on the 2-core nodes this targets,
@@ -142,4 +157,33 @@ class ServingConfig:
             max_image_side=_int(env, "TP_SERVE_MAX_IMAGE_SIDE", cls.max_image_side, 4),
             max_audio_samples=_int(env, "TP_SERVE_MAX_AUDIO_SAMPLES", cls.max_audio_samples, 1),
             max_key_chars=_int(env, "TP_SERVE_MAX_KEY_CHARS", cls.max_key_chars, 1),
+            **_capture(env),
         )
+
+
+def _capture(env: dict[str, str]) -> dict:
+    rate = _float(env, "TP_SERVE_CAPTURE_RATE", ServingConfig.capture_rate, 0.0)
+    if rate > 1.0:
+        raise ConfigError(f"TP_SERVE_CAPTURE_RATE must be between 0 and 1, not {rate}")
+    dataset = env.get("TP_SERVE_CAPTURE_DATASET") or None
+    if rate > 0 and not dataset:
+        raise ConfigError(f"TP_SERVE_CAPTURE_RATE is {rate} but TP_SERVE_CAPTURE_DATASET names no dataset "
+                          f"to capture into")
+    if dataset:
+        from train_platform.datasets.catalog import check_name
+        from train_platform.datasets.exceptions import DatasetError
+
+        try:
+            check_name(dataset)
+        except DatasetError as exc:
+            raise ConfigError(f"TP_SERVE_CAPTURE_DATASET: {exc}") from exc
+    mode = env.get("TP_SERVE_CAPTURE_IMPORT") or ServingConfig.capture_import
+    if mode not in ("service", "command"):
+        raise ConfigError(f"TP_SERVE_CAPTURE_IMPORT must be 'service' or 'command', not {mode!r}")
+    return dict(
+        capture_rate=rate,
+        capture_dataset=dataset,
+        capture_flush_s=_float(env, "TP_SERVE_CAPTURE_FLUSH_S", ServingConfig.capture_flush_s, 0.05),
+        capture_flush_samples=_int(env, "TP_SERVE_CAPTURE_FLUSH_SAMPLES", ServingConfig.capture_flush_samples, 1),
+        capture_import=mode,
+    )

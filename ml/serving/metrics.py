@@ -14,7 +14,7 @@ import bentoml
 REQUESTS = bentoml.metrics.Counter(
     name="tp_predict_requests_total",
     documentation="Prediction requests by model version and outcome "
-                  "(ok, bad_input, unauthorized, overloaded, error)",
+                  "(ok, bad_input, unauthorized, forbidden, overloaded, error)",
     labelnames=["model", "version", "outcome"],
 )
 LATENCY = bentoml.metrics.Histogram(
@@ -78,6 +78,22 @@ SERVED_VERSION = bentoml.metrics.Gauge(
                   "(0 when no A/B experiment runs); one series per worker process (pid label)",
     labelnames=["model", "role"],
     multiprocess_mode="liveall",
+)
+
+CAPTURED = bentoml.metrics.Counter(
+    name="tp_capture_samples_total",
+    documentation="Keyed predictions captured for the intake branch (TP_SERVE_CAPTURE_RATE) by "
+                  "outcome: spooled (written to the worker's spool), failed (could not be spooled), "
+                  "imported (committed to the branch by this worker's flush), duplicate (a sample "
+                  "the branch or the import already held: a replayed key)",
+    labelnames=["model", "outcome"],
+)
+CAPTURE_FLUSH = bentoml.metrics.Histogram(
+    name="tp_capture_flush_seconds",
+    documentation="Time of one import of the capture spool into the intake branch, off the "
+                  "request path (a thread of the worker)",
+    labelnames=["model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
 _children: dict[tuple, Any] = {}

@@ -1,6 +1,7 @@
 """Everything the inference service does besides HTTP: follow the registry, keep the served
 versions loaded, route, check bounds, validate, cache, batch, predict, record metrics and
-live stats, and score confirmed labels.
+live stats, score confirmed labels, and capture sampled keyed predictions for the dataset's
+intake branch (``capture.py``).
 
 ``ml/service.py`` wraps one ``ServingRuntime`` per worker process in a BentoML service.
 """
@@ -20,6 +21,7 @@ from ml.exceptions import InvalidInputError
 from ml.serving import metrics
 from ml.serving.batching import AdaptiveBatcher, OverloadedError
 from ml.serving.cache import PredictionCache, input_hash, prediction_log
+from ml.serving.capture import ServedCapture
 from ml.serving.config import ServingConfig
 from ml.serving.drift import DriftMonitor
 from ml.serving.limits import check_feedback_request, check_predict_request
@@ -85,6 +87,12 @@ class ServingRuntime:
         self.stats = StatsCollector()
         self.batcher = AdaptiveBatcher(self._run_batch, max_batch_size=config.max_batch_size,
                                        max_latency_ms=config.max_latency_ms, on_batch=self._on_batch)
+        self.capture: ServedCapture | None = None
+        if config.capture_rate > 0:
+            from train_platform.registry.identity import acting_user
+
+            # The service acts as the OS user it runs as (TP_USER only for a platform-admin).
+            self.capture = ServedCapture(config, settings, acting_user(settings))
         self._tasks: list[asyncio.Task] = []
         self._publish_state(self.state)
         log.info("serving %s: production v%d%s, cache %s, prediction log %s", self.model, self.state.production,
@@ -176,6 +184,8 @@ class ServingRuntime:
     def start_background(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._poll_forever()), loop.create_task(self._flush_forever())]
+        if self.capture is not None:
+            self.capture.start()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -184,6 +194,8 @@ class ServingRuntime:
             await self.flush_stats()
         except Exception:
             log.exception("%s: final live-stats flush failed", self.model)
+        if self.capture is not None:
+            await self.capture.close()
         self.batcher.close()
         await self.cache.close()
         await self.prediction_log.close()
@@ -198,11 +210,12 @@ class ServingRuntime:
     def _on_batch(self, group: tuple, size: int) -> None:
         metrics.child(metrics.BATCH_SIZE, model=self.model, version=str(group[0])).observe(size)
 
-    async def predict(self, body: dict[str, Any], key: str | None) -> dict[str, Any]:
+    async def predict(self, body: dict[str, Any], key: str | None, caller: str | None = None) -> dict[str, Any]:
         """One sample's fields as sent -> the answer of the routed version, with
         ``model_version`` added. The fields' sizes are checked against the service's bounds,
         then the sample is validated once, against the routed version; the cache key, the
-        batch and the drift monitor all take the ``ValidatedSample``.
+        batch, the drift monitor and the capture all take the ``ValidatedSample``. ``caller``
+        is the API client's name, kept with a keyed prediction in the prediction log.
 
         Raises ``InvalidInputError`` (the caller's fault, HTTP 400) or ``OverloadedError``
         (HTTP 503); any other exception is a server error and counts against the version.
@@ -249,15 +262,18 @@ class ServingRuntime:
             await self.cache.put(version, digest, encoded)
         self._observe(loaded, sample, result, labels)
         if key:
-            await self.prediction_log.record(key, version, _prediction_value(result))
+            await self.prediction_log.record(key, version, _prediction_value(result), caller)
+            if self.capture is not None:
+                self.capture.capture(key, version, sample.sensor, result)
         elapsed = time.perf_counter() - started
         metrics.child(metrics.REQUESTS, outcome="ok", **labels).inc()
         metrics.child(metrics.LATENCY, **labels).observe(elapsed)
         self.stats.served(version, elapsed * 1000.0)
         return {**result, "model_version": version}
 
-    def count_unauthorized(self) -> None:
-        metrics.child(metrics.REQUESTS, model=self.model, version="none", outcome="unauthorized").inc()
+    def count_unauthorized(self, outcome: str = "unauthorized") -> None:
+        """Counts a refused request: ``unauthorized`` (401) or ``forbidden`` (403)."""
+        metrics.child(metrics.REQUESTS, model=self.model, version="none", outcome=outcome).inc()
 
     def _observe(self, loaded: LoadedVersion, sample: ValidatedSample, result: dict, labels: dict) -> None:
         if "confidence" in result:
@@ -278,21 +294,23 @@ class ServingRuntime:
                 for channel, value in enumerate(loaded.drift.values()):
                     metrics.child(metrics.DRIFT, channel=str(channel), **labels).set(value)
 
-    async def feedback(self, key: str, label: str) -> dict[str, Any]:
+    async def feedback(self, key: str, label: str, caller: str | None = None) -> dict[str, Any]:
         """Scores the prediction made for ``key`` against a confirmed label, once per
         prediction: a replay of the same label answers as the first time with
-        ``"duplicate": true`` and counts nothing.
+        ``"duplicate": true`` and counts nothing. ``caller``, the API client's name, is
+        recorded as who confirmed it.
 
         Raises ``InvalidInputError`` (over a bound, HTTP 400), ``KeyError`` (no recent
         prediction with that key, 404), ``FeedbackConflictError`` (already confirmed with
         another label, 409) or ``cache.FeedbackStoreError`` (the log is unreachable, 503).
         """
         check_feedback_request(key, label, self.config)
-        found = await self.prediction_log.confirm(key, label)
+        found = await self.prediction_log.confirm(key, label, caller)
         if found is None:
             metrics.child(metrics.FEEDBACK, model=self.model, outcome="unknown").inc()
             raise KeyError(key)
         metrics.child(metrics.FEEDBACK, model=self.model, outcome=found.outcome).inc()
+        log.debug("%s: feedback for key %r from %s: %s", self.model, key[:64], caller or "anonymous", found.outcome)
         if found.outcome == "conflict":
             raise FeedbackConflictError(
                 f"the prediction for key {key!r} was already confirmed as {found.label!r}; "

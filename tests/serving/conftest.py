@@ -22,6 +22,9 @@ import pytest
 from tests.registry.models import trained_models
 
 TOKEN = "test-token-1"
+# Named tokens with one scope each (TP_API_TOKENS NAME:SCOPES=TOKEN); TOKEN has both.
+PREDICTOR_TOKEN = "predict-only-token"
+LABELLER_TOKEN = "feedback-only-token"
 
 
 @dataclass
@@ -107,12 +110,13 @@ def start_served(home: Path, checkpoints: dict, *, redis_url: str | None, worker
     name = f"svc-{uuid.uuid4().hex[:8]}"  # Redis is shared between runs: keys carry the name
     with pytest.MonkeyPatch.context() as mp:
         for var in ("TP_DATABASE_URL", "TP_CATALOG_URL", "TP_WAREHOUSE", "TP_S3_ENDPOINT", "BENTOML_HOME",
-                    "TP_REDIS_URL"):
+                    "TP_REDIS_URL", "TP_USER"):
             mp.delenv(var, raising=False)
         mp.setenv("TP_HOME", str(home))
         if redis_url:
             mp.setenv("TP_REDIS_URL", redis_url)
-        mp.setenv("TP_API_TOKENS", f"{TOKEN},second-token")
+        mp.setenv("TP_API_TOKENS", f"{TOKEN},second-token,predictor:predict={PREDICTOR_TOKEN},"
+                                   f"labeller:feedback={LABELLER_TOKEN}")
         mp.setenv("TP_SERVE_WORKERS", str(workers))
         # Fast polling and flushing so tests see registry changes and live stats quickly.
         mp.setenv("TP_SERVE_POLL_S", "0.2")

@@ -1,14 +1,21 @@
-"""HTTP helpers the serving tests share: JSON posts, Prometheus series, raw requests."""
+"""Helpers the serving tests share: JSON posts, Prometheus series, raw requests, concurrent
+requests, and the capture dataset and its intake branch."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from tests.serving.conftest import TOKEN
+
+# The dataset the capturing server of test_capture.py captures into.
+DATASET = "served_intake"
 
 
 def post(url: str, body, token: str | None = TOKEN, raw: bool = False) -> tuple[int, dict, dict]:
@@ -79,3 +86,52 @@ def request_head(url: str, extra: str) -> bytes:
     host = urlsplit(url).netloc
     return (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
             f"Content-Type: application/json\r\n{extra}\r\n").encode()
+
+
+async def _concurrent(url: str, bodies: list[dict], concurrency: int, fresh_connections: bool = False,
+                      token: str = TOKEN):
+    """Posts every body, ``concurrency`` at a time; a new connection per request with
+    ``fresh_connections`` (so the kernel spreads them over the worker processes)."""
+    import aiohttp
+
+    sem = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(force_close=fresh_connections, limit=concurrency)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, connector=connector) as session:
+        async def one(body: dict) -> tuple[int, dict]:
+            async with sem, session.post(url, json=body) as resp:
+                return resp.status, await resp.json(content_type=None)
+
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def concurrent(url: str, bodies: list[dict], concurrency: int = 32, fresh_connections: bool = False,
+               token: str = TOKEN):
+    return asyncio.run(_concurrent(url, bodies, concurrency, fresh_connections, token))
+
+
+def create_target(home, name: str = DATASET) -> None:
+    """The capture dataset, with two recordings on main, created in ``home`` by this OS user
+    (the user the service acts as)."""
+    from train_platform.datasets.dataset import create_dataset
+    from train_platform.datasets.schema import build_samples
+    from train_platform.settings import Settings
+
+    rows = build_samples(["seed-0", "seed-1"], [np.zeros((24, 3)), np.ones((24, 3))], labels=["low", "high"])
+    create_dataset(name, source=rows, settings=Settings.from_env({"TP_HOME": str(home)}))
+
+
+def intake_rows(home, name: str = DATASET) -> dict[str, dict]:
+    """The served samples on ``name@intake``, read through the dataset API, by id."""
+    from train_platform.datasets.dataset import open_dataset
+    from train_platform.datasets.schema import series_of
+    from train_platform.settings import Settings
+
+    dataset = open_dataset(name, settings=Settings.from_env({"TP_HOME": str(home)}))
+    if "intake" not in dataset.refs():
+        return {}
+    table = dataset.read("intake")
+    rows = {}
+    for row, series in zip(table.to_pylist(), series_of(table)):
+        if row["sample_id"].startswith("served-"):
+            rows[row["sample_id"]] = {**row, "series": series}
+    return rows

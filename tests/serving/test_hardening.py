@@ -1,24 +1,32 @@
 """Faults and abuse at the inference endpoint, against a real server with two workers and no
 Redis (``served_local``): the body-size limit, a bound on every input dimension, requests
-of different shapes batched side by side, the in-process cache's byte bound, and
-``/feedback`` counted once per prediction through the replica's shared prediction log."""
+of different shapes batched side by side, the in-process cache's byte bound, ``/feedback``
+counted once per prediction through the replica's shared prediction log, a scope per route,
+and every keyed prediction captured (rate 1) for ``tp dataset intake-served``."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 import time
+import urllib.request
 
 import numpy as np
 import pytest
 
-from tests.serving.conftest import TOKEN, start_served
-from tests.serving.helpers import metric, post, raw_http, request_head, series
+from tests.serving.conftest import LABELLER_TOKEN, PREDICTOR_TOKEN, TOKEN, start_served
+from tests.serving.helpers import concurrent, create_target, intake_rows, metric, post, raw_http, request_head, series
 
 pytestmark = [pytest.mark.slow]
 
 BODY_LIMIT = 64 * 1024
 CACHE_BYTES = 8192
+CAPTURE_DATASET = "local_intake"
 BOUNDS = {"TP_SERVE_MAX_STEPS": "40", "TP_SERVE_MAX_CHANNELS": "8", "TP_SERVE_MAX_TEXT_TOKENS": "100",
           "TP_SERVE_MAX_FRAMES": "4", "TP_SERVE_MAX_IMAGE_CHANNELS": "2", "TP_SERVE_MAX_IMAGE_SIDE": "16",
           "TP_SERVE_MAX_AUDIO_SAMPLES": "2000", "TP_SERVE_MAX_KEY_CHARS": "32"}
@@ -26,7 +34,11 @@ BOUNDS = {"TP_SERVE_MAX_STEPS": "40", "TP_SERVE_MAX_CHANNELS": "8", "TP_SERVE_MA
 
 @pytest.fixture(scope="module")
 def served_local(tmp_path_factory, checkpoints):
-    env = {"TP_SERVE_MAX_BODY_BYTES": str(BODY_LIMIT), "TP_SERVE_LOCAL_CACHE_BYTES": str(CACHE_BYTES), **BOUNDS}
+    # Every keyed prediction is captured and spooled; only `tp dataset intake-served` imports.
+    capture = {"TP_SERVE_CAPTURE_RATE": "1", "TP_SERVE_CAPTURE_DATASET": CAPTURE_DATASET,
+               "TP_SERVE_CAPTURE_IMPORT": "command", "TP_SERVE_CAPTURE_FLUSH_S": "0.5"}
+    env = {"TP_SERVE_MAX_BODY_BYTES": str(BODY_LIMIT), "TP_SERVE_LOCAL_CACHE_BYTES": str(CACHE_BYTES), **BOUNDS,
+           **capture}
     with start_served(tmp_path_factory.mktemp("serving-local"), checkpoints, redis_url=None, workers=2,
                       env=env) as server:
         yield server
@@ -110,25 +122,6 @@ def test_feedback_keys_and_labels_are_bounded(served_local):
     assert answer["error"] == "key: 33 characters, the service takes at most 32 (TP_SERVE_MAX_KEY_CHARS)"
     status, answer, _ = post(f"{served_local.url}/feedback", {"key": "k", "label": "x" * 33})
     assert status == 400 and answer["error"].startswith("label: 33 characters")
-
-
-async def _concurrent(url: str, bodies: list[dict], concurrency: int, fresh_connections: bool = False):
-    """Posts every body, ``concurrency`` at a time; a new connection per request with
-    ``fresh_connections`` (so the kernel spreads them over the worker processes)."""
-    import aiohttp
-
-    sem = asyncio.Semaphore(concurrency)
-    connector = aiohttp.TCPConnector(force_close=fresh_connections, limit=concurrency)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}, connector=connector) as session:
-        async def one(body: dict) -> tuple[int, dict]:
-            async with sem, session.post(url, json=body) as resp:
-                return resp.status, await resp.json(content_type=None)
-
-        return await asyncio.gather(*(one(b) for b in bodies))
-
-
-def concurrent(url: str, bodies: list[dict], concurrency: int = 32, fresh_connections: bool = False):
-    return asyncio.run(_concurrent(url, bodies, concurrency, fresh_connections))
 
 
 def test_requests_of_different_shapes_at_once_each_get_their_own_answer(served_local):
@@ -306,3 +299,65 @@ def test_the_in_process_cache_evicts_by_bytes_and_entries_least_recently_used_fi
         assert by_entries.entries == 2 and await by_entries.get(1, f"{0:032d}") is None
 
     asyncio.run(scenario())
+
+
+def test_each_route_needs_its_scope_and_the_prediction_log_names_the_clients(served_local):
+    url = served_local.url
+    sensor = served_local.samples(1, seed=45)[0][0]
+    forbidden = metric(url, "tp_predict_requests_total", outcome="forbidden")
+    assert post(f"{url}/predict", {"sensor": sensor, "key": "scoped-1"}, token=PREDICTOR_TOKEN)[0] == 200
+    status, answer, headers = post(f"{url}/feedback", {"key": "scoped-1", "label": "low"}, token=PREDICTOR_TOKEN)
+    assert status == 403 and answer == {"error": "the token of client 'predictor' lacks the 'feedback' scope that "
+                                                 "POST /feedback needs (it has: predict)"}
+    assert 'error="insufficient_scope"' in headers.get("www-authenticate", headers.get("WWW-Authenticate", ""))
+    status, answer, _ = post(f"{url}/predict", {"sensor": sensor}, token=LABELLER_TOKEN)
+    assert status == 403 and answer == {"error": "the token of client 'labeller' lacks the 'predict' scope that "
+                                                 "POST /predict needs (it has: feedback)"}
+    assert metric(url, "tp_predict_requests_total", outcome="forbidden") == forbidden + 1
+    status, answer, _ = post(f"{url}/feedback", {"key": "scoped-1", "label": "low"}, token=LABELLER_TOKEN)
+    assert status == 200 and answer["duplicate"] is False
+    # A bare token (both scopes) is named by its hash: the token itself is stored nowhere.
+    assert post(f"{url}/predict", {"sensor": sensor, "key": "scoped-2"}, token=TOKEN)[0] == 200
+    with sqlite3.connect(served_local.home / "serving" / "prediction-log.sqlite") as conn:
+        rows = dict((key, (caller, by)) for key, caller, by in conn.execute(
+            "SELECT key, caller, confirmed_by FROM tp_prediction_log WHERE model = ? AND key LIKE 'scoped-%'",
+            (served_local.name,)))
+    assert rows == {"scoped-1": ("predictor", "labeller"),
+                    "scoped-2": ("token-" + hashlib.sha256(TOKEN.encode()).hexdigest()[:8], None)}
+    # Metrics and probes answer without a token.
+    for path in ("/metrics", "/readyz"):
+        with urllib.request.urlopen(f"{url}{path}", timeout=10) as resp:
+            assert resp.status == 200
+
+
+def test_at_capture_rate_1_every_keyed_prediction_reaches_intake_through_the_command(served_local):
+    from train_platform.datasets.served import served_sample_id, spool_dir
+
+    served = served_local
+    sensors, _ = served.samples(30, seed=46)
+    keys = [f"all-{i}" for i in range(len(sensors))]
+    answers = concurrent(f"{served.url}/predict", [{"sensor": s, "key": k} for s, k in zip(sensors, keys)],
+                         concurrency=8, fresh_connections=True)
+    assert {s for s, _ in answers} == {200}
+    expected = {served_sample_id(served.name, k): a for k, (_, a) in zip(keys, answers)}
+    # The workers hand their spool files over every 0.5 s; nothing is imported meanwhile.
+    directory = spool_dir(served.home, CAPTURE_DATASET)
+    deadline = time.monotonic() + 30
+    while True:
+        spooled = {json.loads(line)["id"] for path in directory.glob("*.ready")
+                   for line in path.read_text().splitlines()}
+        if set(expected) <= spooled:
+            break
+        assert time.monotonic() < deadline, f"{len(set(expected) - spooled)} captures not handed over"
+        time.sleep(0.2)
+    create_target(served.home, CAPTURE_DATASET)
+    run = subprocess.run([sys.executable, "-m", "train_platform.cli", "dataset", "intake-served", CAPTURE_DATASET,
+                          "--json"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TP_HOME": str(served.home)})
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    rows = intake_rows(served.home, CAPTURE_DATASET)
+    assert set(expected) <= set(rows) and result["imported"] == len(rows), result
+    for sample_id, answer in expected.items():
+        assert (rows[sample_id]["label"], rows[sample_id]["status"]) == (answer["label"], "pending")
+        assert rows[sample_id]["confidence"] == pytest.approx(answer["confidence"])

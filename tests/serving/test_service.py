@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.serving.conftest import TOKEN, wait_until_every_worker
+from tests.serving.conftest import LABELLER_TOKEN, PREDICTOR_TOKEN, TOKEN, wait_until_every_worker
 from tests.serving.helpers import metric, post, raw_http, request_head
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -103,6 +103,19 @@ def test_requests_without_a_valid_token_get_401(served):
     assert post(f"{served.url}/feedback", {"key": "k", "label": "low"}, token=None)[0] == 401
     assert post(f"{served.url}/predict", {"sensor": sensor}, token="second-token")[0] == 200
     assert metric(served.url, "tp_predict_requests_total", outcome="unauthorized") == before + 4
+
+
+def test_scopes_per_route_and_the_redis_prediction_log_names_the_clients(served):
+    import redis
+
+    sensor = served.samples(1, seed=32)[0][0]
+    assert post(f"{served.url}/predict", {"sensor": sensor, "key": "scoped-redis"}, token=PREDICTOR_TOKEN)[0] == 200
+    status, answer, _ = post(f"{served.url}/feedback", {"key": "scoped-redis", "label": "low"}, token=PREDICTOR_TOKEN)
+    assert status == 403 and "lacks the 'feedback' scope that POST /feedback needs" in answer["error"]
+    assert post(f"{served.url}/predict", {"sensor": sensor}, token=LABELLER_TOKEN)[0] == 403
+    assert post(f"{served.url}/feedback", {"key": "scoped-redis", "label": "low"}, token=LABELLER_TOKEN)[0] == 200
+    entry = redis.Redis.from_url(served.redis_url).hgetall(f"tp:fb:{served.name}:scoped-redis")
+    assert (entry[b"caller"], entry[b"confirmed_by"], entry[b"confirmed"]) == (b"predictor", b"labeller", b"low")
 
 
 def test_a_repeated_request_is_answered_from_redis(served):
