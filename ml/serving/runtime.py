@@ -21,7 +21,6 @@ from ml.exceptions import InvalidInputError
 from ml.serving import metrics
 from ml.serving.batching import AdaptiveBatcher, OverloadedError
 from ml.serving.cache import PredictionCache, input_hash, prediction_log
-from ml.serving.capture import ServedCapture
 from ml.serving.config import ServingConfig
 from ml.serving.drift import DriftMonitor
 from ml.serving.limits import check_feedback_request, check_predict_request
@@ -32,6 +31,7 @@ from train_platform.settings import Settings
 
 if TYPE_CHECKING:
     from ml.predict import ValidatedSample
+    from ml.serving.capture import ServedCapture
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class ServingRuntime:
                                        max_latency_ms=config.max_latency_ms, on_batch=self._on_batch)
         self.capture: ServedCapture | None = None
         if config.capture_rate > 0:
+            # Imported only when capturing: it loads the dataset stack (pyiceberg, pyarrow).
+            from ml.serving.capture import ServedCapture
             from train_platform.registry.identity import acting_user
 
             # The service acts as the OS user it runs as (TP_USER only for a platform-admin).
