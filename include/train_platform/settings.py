@@ -91,6 +91,12 @@ class Settings:
     warehouse: str | None = None
     # S3/MinIO endpoint for an s3:// warehouse and model exports.
     s3_endpoint: str | None = None
+    # The buckets `tp storage init` creates and checks: the Iceberg warehouse's (default: the
+    # bucket of an s3:// TP_WAREHOUSE, else tp-warehouse), model artifacts', and the intake
+    # bucket new recordings are dropped into.
+    warehouse_bucket_name: str | None = None
+    artifacts_bucket: str = "tp-artifacts"
+    intake_bucket: str = "tp-intake"
     # Redis for version locks and the inference cache; file locks / in-process when unset.
     redis_url: str | None = None
     # SQLAlchemy URL of the platform database (model registry); SQLite under `home` when unset.
@@ -145,6 +151,14 @@ class Settings:
         return self.warehouse or (self.home / "warehouse").as_uri()
 
     @property
+    def warehouse_bucket(self) -> str:
+        if self.warehouse_bucket_name:
+            return self.warehouse_bucket_name
+        if self.warehouse and self.warehouse.startswith(("s3://", "s3a://")):
+            return self.warehouse.split("://", 1)[1].split("/", 1)[0]
+        return "tp-warehouse"
+
+    @property
     def database_uri(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'platform.db'}"
 
@@ -162,6 +176,9 @@ class Settings:
             catalog_url=env.get("TP_CATALOG_URL") or None,
             warehouse=env.get("TP_WAREHOUSE") or None,
             s3_endpoint=env.get("TP_S3_ENDPOINT") or None,
+            warehouse_bucket_name=env.get("TP_WAREHOUSE_BUCKET") or None,
+            artifacts_bucket=env.get("TP_ARTIFACTS_BUCKET") or "tp-artifacts",
+            intake_bucket=env.get("TP_INTAKE_BUCKET") or "tp-intake",
             redis_url=env.get("TP_REDIS_URL") or None,
             database_url=env.get("TP_DATABASE_URL") or None,
             api_tokens=tuple(client.token for client in clients),

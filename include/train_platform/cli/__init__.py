@@ -16,7 +16,7 @@ from importlib import import_module
 from train_platform.exceptions import TrainPlatformError
 
 # Command groups in the order `tp --help` lists them.
-_GROUPS = ("pipeline", "dataset", "model")
+_GROUPS = ("pipeline", "dataset", "model", "storage")
 
 
 def build_parser() -> argparse.ArgumentParser:

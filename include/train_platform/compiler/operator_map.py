@@ -26,6 +26,7 @@ OPERATORS: dict[str, str] = {
     "prelabel": "operators.prelabel:PrelabelOperator",
     "annotation_check": "operators.annotation_check:AnnotationCheckOperator",
     "review": "operators.review:ReviewOperator",
+    "intake": "operators.intake:IntakeOperator",
 }
 
 if set(OPERATORS) != set(TASK_TYPES):  # a type added to the spec without an operator, or the reverse

@@ -32,6 +32,7 @@ TASK_TYPES: dict[str, TaskType] = {
         TaskType("prelabel", "write a model's labels as pending pre-labels, never over a person's (`tp dataset prelabel`)"),
         TaskType("annotation_check", "check a dataset ref's annotations (`tp dataset check`); fails below the minimum score"),
         TaskType("review", "wait for people to review pre-labels on the review page; on approval merge their branches into main"),
+        TaskType("intake", "wait for new recordings under s3://BUCKET/PREFIX (an Airflow connection) and import them, each once, as unlabelled samples of tp://NAME@intake"),
     )
 }
 

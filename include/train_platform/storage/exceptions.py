@@ -13,3 +13,11 @@ class MountError(TrainPlatformError, ValueError):
     treat it as ordinary bad input."""
 
     exit_code = 2
+
+
+class ObjectStoreError(TrainPlatformError):
+    """The S3/MinIO endpoint cannot be used: not configured, unreachable, refusing the
+    credentials, or a bucket it cannot create or check. The message names the endpoint
+    and the bucket, never a secret. Exit code 3: the environment, not the input, is wrong."""
+
+    exit_code = 3
