@@ -28,7 +28,8 @@ router = APIRouter()
 APP_PREFIX = "/train-platform"
 SHORTCUTS = [
     ("a", "accept the pre-label"), ("r", "reject as a bad sample"), ("s", "skip"),
-    ("l", "choose a label (correct)"), ("u", "undo the pending decision"),
+    ("l", "choose a label (correct)"), ("1–9", "pick the model's alternative 1–9 (correct)"),
+    ("u", "undo the pending decision"),
     ("j / k", "next / previous sample"), ("Ctrl+Enter", "submit"),
 ]
 

@@ -36,6 +36,8 @@ def free_port() -> int:
 class AirflowServer:
     root: Path
     env: dict[str, str] = field(default_factory=dict)
+    # Settings of this server on top of the embedded defaults (an s3:// warehouse, say).
+    extra_env: dict[str, str] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
     url: str = ""
     process: subprocess.Popen | None = None
@@ -64,6 +66,7 @@ class AirflowServer:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         })
+        env.update(self.extra_env)
         self.env = env
         subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
         log = open(self.root / "api-server.log", "w")

@@ -251,3 +251,92 @@ def test_the_model_views(airflow_server, tmp_path):
     assert {e["kind"] for e in view["history"]} >= {"register", "promote", "ab_start"}
     assert html.status_code == 200 and "gets 80% of the traffic" in html.text and "accuracy: 0.95" in html.text
     assert unknown.status_code == 404 and unknown.json()["error"] == "ModelNotFoundError"
+
+
+def test_the_models_alternatives_in_the_api_and_on_the_page_and_a_correction_may_pick_one(airflow_server, served):
+    """Each sample carries the model's runners-up; picking one is a correction, allowed even
+    for a label the dataset has no confirmed sample of, but only on the sample the model
+    proposed it for."""
+    p = served.pending
+    ds = open_dataset(served.name, user="alice", settings=served.settings)
+    ds.annotate([{"sample_id": p[0], "alternatives": [{"label": "jumping", "probability": 0.04}]}], "main",
+                message="a runner-up the dataset has no sample of")
+    with airflow_server.client("bob") as client:
+        state = page_state(client, served.name)
+        by_id = {s["sample_id"]: s for s in state["samples"]}
+        assert by_id[p[1]]["alternatives"] == served.alternatives[p[1]]
+        assert by_id[p[0]]["alternatives"] == [{"label": "jumping", "probability": 0.04}]
+        assert "jumping" in state["labels"]
+        page = client.get(f"{P}/review", params={"dataset": served.name})
+        refused = post_review(client, served.name, state, [{"sample_id": p[1], "action": "correct", "label": "jumping"}])
+        answer = post_review(client, served.name, state, [
+            {"sample_id": p[0], "action": "correct", "label": "jumping"},
+            {"sample_id": p[1], "action": "correct", "label": served.alternatives[p[1]][1]["label"]}])
+    first = served.alternatives[p[1]][0]
+    assert f'aria-label="Pick {first["label"]} ({first["probability"] * 100:.0f}%)"' in page.text
+    assert 'aria-label="Pick jumping (4%)"' in page.text
+    assert refused.status_code == 422 and "jumping" in refused.json()["detail"]
+    assert answer.status_code == 200, answer.text
+    rows = {r["sample_id"]: r for r in ds.read("user/bob").to_pylist()}
+    assert (rows[p[0]]["label"], rows[p[0]]["label_source"], rows[p[0]]["status"]) == ("jumping", "human", "confirmed")
+    assert rows[p[1]]["label"] == served.alternatives[p[1]][1]["label"]
+    assert not rows[p[0]]["alternatives"] and rows[p[0]]["confidence"] is None
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory, s3_endpoint):
+    """An Airflow API server with the plugin whose warehouse is on the S3 endpoint."""
+    import uuid
+
+    import boto3
+
+    from tests.review.airflow_server import AirflowServer
+
+    bucket = f"tp-review-raw-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=bucket)
+    server = AirflowServer(tmp_path_factory.mktemp("review-s3"), extra_env={
+        "TP_WAREHOUSE": f"s3://{bucket}/warehouse", "TP_S3_ENDPOINT": s3_endpoint, "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}).start()
+    server.bucket = bucket
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_sample_stored_in_object_storage_links_to_its_raw_file(s3_server, s3_endpoint, monkeypatch):
+    """A pending sample whose series is a file in the warehouse's bucket on the S3 endpoint
+    (``series_uri``): the API and the page give a presigned link, and the link downloads
+    that file."""
+    import io
+
+    import boto3
+    import httpx
+    import numpy as np
+
+    from train_platform.datasets import build_samples
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):  # this process writes there too
+        monkeypatch.setenv(key, s3_server.extra_env[key])
+    settings = s3_server.settings
+    seeded = seed_dataset(settings, pending=2)
+    bucket, key = s3_server.bucket, "warehouse/raw/far away.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((500, 3), dtype=np.float32))
+    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+    uri = f"s3://{bucket}/{key}"
+    ds = open_dataset(seeded.name, user="alice", settings=settings)
+    ds.append(build_samples(["far-000"], [None], series_uri=[uri], n_channels=[3], labels=["running"],
+                            label_source="model", confidence=[0.5], status="pending"), "main", message="a big one")
+    with s3_server.client("bob") as client:
+        state = page_state(client, seeded.name)
+        page = client.get(f"{P}/review", params={"dataset": seeded.name})
+    far = next(s for s in state["samples"] if s["sample_id"] == "far-000")
+    assert far["series_uri"] == uri
+    assert far["raw_url"].startswith(f"{s3_endpoint}/{bucket}/warehouse/raw/far%20away.npy?")
+    assert "X-Amz-Signature=" in far["raw_url"] and "X-Amz-Expires=3600" in far["raw_url"]
+    assert httpx.get(far["raw_url"], timeout=10).content == buffer.getvalue()
+    assert 'aria-label="Download the raw file of far-000"' in page.text and f">{uri}</a>" in page.text
+    assert all(s["raw_url"] is None for s in state["samples"] if s["sample_id"] != "far-000")

@@ -179,3 +179,30 @@ def test_the_page_is_in_airflows_navigation(browser, airflow_server, served):
     frame.get_by_role("heading", name="Review pre-labels").wait_for()
     assert frame.get_by_text("signed in as").inner_text() == "signed in as alice"
     page.context.close()
+
+
+def test_a_reviewer_picks_one_of_the_models_alternatives_with_a_click_or_its_number_key(browser, airflow_server, served):
+    p, alt = served.pending, served.alternatives
+    page = login(browser, airflow_server, "bob", f"{P}/review?dataset={served.name}&branch=main")
+    first = sample(page, p[0])
+    alternatives = first.get_by_role("list", name=f"The model's alternatives for {p[0]}")
+    assert alternatives.get_by_role("listitem").count() == 2
+    assert f"{alt[p[0]][0]['label']} {alt[p[0]][0]['probability'] * 100:.0f}%" in alternatives.inner_text()
+    first.get_by_role("button", name=f"Pick {alt[p[0]][1]['label']}").click()
+    assert first.get_by_text(f"Pending: correct to {alt[p[0]][1]['label']}").is_visible()
+    assert first.get_by_label("Label").input_value() == alt[p[0]][1]["label"]
+    sample(page, p[1]).focus()
+    page.keyboard.press("1")  # the first alternative of the focused sample; focus moves on
+    assert sample(page, p[1]).get_by_text(f"Pending: correct to {alt[p[1]][0]['label']}").is_visible()
+    page.keyboard.press("2")
+    assert sample(page, p[2]).get_by_text(f"Pending: correct to {alt[p[2]][1]['label']}").is_visible()
+    page.keyboard.press("9")  # no ninth alternative: nothing happens
+    assert sample(page, p[3]).locator("[data-role=pending]").inner_text() == ""
+    page.get_by_role("button", name="Submit").click()
+    page.get_by_role("status").filter(has_text="Submitted to user/bob").wait_for()
+    assert page.get_by_role("status").inner_text() == "Submitted to user/bob: 3 corrected."
+    bob = main_rows(served, "user/bob")
+    assert {i: bob[i]["label"] for i in p[:3]} == {
+        p[0]: alt[p[0]][1]["label"], p[1]: alt[p[1]][0]["label"], p[2]: alt[p[2]][1]["label"]}
+    assert {(bob[i]["annotator"], bob[i]["status"]) for i in p[:3]} == {("bob", "confirmed")}
+    page.context.close()

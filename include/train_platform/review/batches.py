@@ -9,7 +9,9 @@ their review is merged: those that main already holds as their reviewers decided
 sample, which ends its pending state. Samples are in sample-id order; a page shows a window
 of them (``offset``, ``limit``) with their series, and counts cover all.
 
-**What the reviewer sees.** For each sample: its channels over time, the label it is shown
+**What the reviewer sees.** For each sample: its channels over time (and, when its series
+lives in object storage, ``series_uri`` ``s3://…``, a presigned link to that raw file,
+valid for ``RAW_LINK_TTL``), the label it is shown
 with (the model's pre-label, or a person's label sent back for review) with its source and
 confidence, the model's runners-up with their probabilities (``alternatives``, stored by
 ``tp dataset prelabel``), what each reviewer decided so far (from the journal), and the check report's
@@ -26,8 +28,9 @@ since (``StaleReviewError``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,7 +44,11 @@ from train_platform.review.findings import NO_REPORT, CheckFindings, Finding, re
 from train_platform.review.journal import Decision, ReviewJournal, ReviewRequest
 from train_platform.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LIMIT = 20
+# How long a presigned link to a sample's raw file works: a review session, not forever.
+RAW_LINK_TTL = timedelta(hours=1)
 MAX_LIMIT = 200
 _ROLE_RANK = {"reader": 1, "writer": 2, "owner": 3}
 
@@ -60,6 +67,8 @@ class BatchSample:
     decisions: dict[str, Decision] = field(default_factory=dict)  # by reviewer
     # The model's next most likely labels, most probable first: {"label", "probability"}.
     alternatives: list[dict[str, Any]] = field(default_factory=list)
+    series_uri: str | None = None  # where the series is stored when not in the table
+    raw_url: str | None = None  # a presigned download link of series_uri (s3:// only)
     findings: list[Finding] = field(default_factory=list)
 
     def decision_of(self, reviewer: str) -> Decision | None:
@@ -74,6 +83,7 @@ class BatchSample:
             "model_label": self.model_label, "confidence": self.confidence, "label_source": self.label_source,
             "batch_id": self.batch_id,
             "alternatives": [{"label": a["label"], "probability": a["probability"]} for a in self.alternatives],
+            "series_uri": self.series_uri, "raw_url": self.raw_url,
             "decisions": {reviewer: {"action": d.action, "label": d.label, "decided_at": d.decided_at.isoformat()}
                           for reviewer, d in self.decisions.items()},
             "findings": [f.as_dict() for f in self.findings],
@@ -193,6 +203,23 @@ def label_set(ds: Dataset, table: Any, model_labels: dict[str, str | None]) -> l
     return sorted(labels)
 
 
+def raw_link(settings: Settings, uri: str | None) -> str | None:
+    """A presigned link to the raw file ``uri`` when it is an ``s3://`` object, signed with
+    the platform's S3 settings (``train_platform.storage.object_store``); ``None`` for other
+    URIs, and when no link can be signed (no endpoint configured): the page then shows the
+    URI alone."""
+    if not uri or not uri.startswith("s3://"):
+        return None
+    from train_platform.storage.exceptions import ObjectStoreError
+    from train_platform.storage.object_store import presigned_get_url
+
+    try:
+        return presigned_get_url(settings, uri, expires=RAW_LINK_TTL)
+    except ObjectStoreError as exc:
+        log.warning("no link to %s: %s", uri, exc)
+        return None
+
+
 def with_alternatives(labels: list[str], samples: list[BatchSample]) -> list[str]:
     """``labels`` and the model's alternatives of ``samples``: a runner-up is a label the model
     knows, so a reviewer may pick it even before any sample is confirmed with it."""
@@ -240,7 +267,8 @@ def load_batch(
             start_time=row["start_time"], end_time=row["end_time"], model_label=row["label"],
             confidence=row["confidence"], label_source=row["label_source"], batch_id=row["batch_id"],
             decisions=by_sample.get(row["sample_id"], {}), findings=findings.of(row["sample_id"]),
-            alternatives=list(row.get("alternatives") or ()),
+            alternatives=list(row.get("alternatives") or ()), series_uri=row["series_uri"],
+            raw_url=raw_link(settings, row["series_uri"]),
         ))
     decided = {d.sample_id for d in decisions if d.outcome is not None}
     return Batch(
@@ -254,4 +282,4 @@ def load_batch(
 
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Batch", "BatchSample", "batch_ids_in_review", "label_set", "load_batch",
-           "merged_ids", "role_of", "with_alternatives"]
+           "merged_ids", "raw_link", "role_of", "with_alternatives"]

@@ -51,11 +51,22 @@
     if (countText) countText.textContent = n ? n + " decision" + (n === 1 ? "" : "s") + " pending" : "No decision pending";
   }
 
-  function decide(article, action) {
+  function pick(article, id, model, label) {
+    // Choosing a label (from the list or one of the model's alternatives) corrects the
+    // pre-label, or accepts it when it is the pre-label itself.
+    const select = article.querySelector("[data-role=label]");
+    if (select && Array.from(select.options).some(function (o) { return o.value === label; })) select.value = label;
+    pending.set(id, label === model ? {action: "accept", label: model} : {action: "correct", label: label});
+  }
+
+  function decide(article, action, label) {
     if (!canLabel) return;
     const id = article.dataset.sampleId;
     const model = article.dataset.modelLabel;
-    if (action === "undo") {
+    if (action === "alternative") {
+      if (!label) return;
+      pick(article, id, model, label);
+    } else if (action === "undo") {
       pending.delete(id);
     } else if (action === "accept") {
       if (!model) return;
@@ -82,7 +93,7 @@
     article.addEventListener("click", function (event) {
       const button = event.target.closest("button[data-action]");
       current = index;
-      if (button) decide(article, button.dataset.action);
+      if (button) decide(article, button.dataset.action, button.dataset.label);
     });
     article.addEventListener("focusin", function () { current = index; });
     const select = article.querySelector("[data-role=label]");
@@ -191,6 +202,12 @@
       event.preventDefault();
       decide(article, keys[event.key]);
       if (event.key !== "u") focusSample(current + 1);
+    } else if (/^[1-9]$/.test(event.key)) {
+      const choice = article.querySelectorAll("button[data-action=alternative]")[Number(event.key) - 1];
+      if (!choice || choice.disabled) return;
+      event.preventDefault();
+      decide(article, "alternative", choice.dataset.label);
+      focusSample(current + 1);
     } else if (event.key === "l") {
       event.preventDefault();
       const select = article.querySelector("[data-role=label]");
