@@ -9,6 +9,7 @@ other code path.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,70 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 API_SCOPES = ("predict", "feedback")
 # A named entry of TP_API_TOKENS: NAME:SCOPE[+SCOPE]=TOKEN (the token itself may contain '=').
 _NAMED_TOKEN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._@-]{0,62}):([a-z]+(?:\+[a-z]+)*)=(.+)$")
+
+
+# Secrets never appear in a message, a log line or CLI output: ``redact`` replaces them.
+REDACTED = "***"
+# scheme://user:PASSWORD@host (the user may be empty, as in redis://:PASSWORD@host).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)@")
+# password=..., token=... in query strings and libpq keyword strings.
+_KEYWORD_SECRET = re.compile(r"(?P<head>\b(?:password|passwd|pwd|secret|token|access_token|api_key)=)(?P<secret>[^\s&;,'\"]+)",
+                             re.IGNORECASE)
+# Environment variables whose values are secrets, or URLs that may carry one.
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "TP_API_TOKENS")
+_URL_ENV = ("TP_CATALOG_URL", "TP_DATABASE_URL", "TP_REDIS_URL", "TP_S3_ENDPOINT", "TP_WAREHOUSE")
+# Shorter values would blank out ordinary words; no real secret is that short.
+_MIN_SECRET_LENGTH = 4
+
+
+def _known_secrets(env: dict[str, str] | os._Environ[str]) -> set[str]:
+    from urllib.parse import unquote, urlsplit
+
+    secrets: set[str] = set()
+    for name in _URL_ENV:
+        value = env.get(name)
+        if not value:
+            continue
+        try:
+            password = urlsplit(value).password
+        except ValueError:  # a malformed URL: its userinfo is still found by the regex
+            password = None
+        if password:
+            secrets.update({password, unquote(password)})
+    for name in _SECRET_ENV:
+        value = env.get(name)
+        if not value:
+            continue
+        if name == "TP_API_TOKENS":
+            for entry in _split(value):
+                named = _NAMED_TOKEN.match(entry)
+                secrets.add(named[3] if named else entry)
+        else:
+            secrets.add(value)
+    return {secret for secret in secrets if len(secret) >= _MIN_SECRET_LENGTH}
+
+
+def redact(text: object, *, env: dict[str, str] | None = None) -> str:
+    """``str(text)`` with every secret replaced by ``***``: the password of any URL in it
+    (``scheme://user:PASSWORD@host``), ``password=``/``token=`` values, and wherever they
+    appear the values of this process's secrets: the passwords in ``TP_CATALOG_URL``,
+    ``TP_DATABASE_URL`` and ``TP_REDIS_URL``, the ``TP_API_TOKENS`` tokens,
+    ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN`` (from ``env``, default
+    ``os.environ``). Use it on anything built from settings that reaches an exception
+    message, a log line or CLI output."""
+    out = str(text)
+    for secret in sorted(_known_secrets(os.environ if env is None else env), key=len, reverse=True):
+        out = out.replace(secret, REDACTED)
+    out = _URL_PASSWORD.sub(lambda m: m["head"] + (m["secret"] if m["secret"] == REDACTED else REDACTED) + "@", out)
+    return _KEYWORD_SECRET.sub(lambda m: m["head"] + REDACTED, out)
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose output (message, arguments and traceback) goes through
+    ``redact``: the ``tp`` CLI's handler uses it, and so can any process's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -123,6 +188,18 @@ class Settings:
     # as someone else (train_platform.registry.identity decides); tasks get it from the
     # platform: the pipeline's owner.
     requested_user: str | None = None
+
+    def __repr__(self) -> str:
+        """Every field, with the passwords of the URLs and the API tokens left out."""
+        shown = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "api_tokens":
+                value = tuple(REDACTED for _ in value)
+            elif isinstance(value, str) and name.endswith("_url"):
+                value = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED + "@", value)
+            shown.append(f"{name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def __post_init__(self) -> None:
         if self.api_tokens and not self.api_clients:

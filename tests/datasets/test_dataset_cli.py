@@ -70,7 +70,7 @@ def test_cli_workflow(backend, ds_name, capsys):
     assert (audit[0]["user"], audit[0]["operation"], audit[0]["ref"]) == ("bob", "label", "user/bob")
     assert {"denied"} == {e["outcome"] for e in audit if e["user"] == "bob" and e["operation"] == "label" and e["snapshot_id"] is None}
 
-    code, out, _ = tp(capsys, "expire", ds_name, "--older-than", "0", "--retain-last", "1", "--orphan-grace", "0", "--as", "alice", "--json")
+    code, out, _ = tp(capsys, "expire", ds_name, "--older-than", "0", "--retain-last", "1", "--orphan-grace", "30", "--as", "alice", "--json")
     expired = json.loads(out)
     assert code == 0 and expired["snapshots"] and expired["deleted_files"] == []  # every file is still used by a ref
     code, out, _ = tp(capsys, "show", f"{ds_name}@v1", "--as", "alice", "--json", "--limit", "0")

@@ -3,8 +3,7 @@ PostgreSQL + S3 + Redis."""
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from train_platform.datasets import (
     open_dataset,
 )
 from train_platform.datasets.locks import version_lock
+from train_platform.datasets.maintenance import MIN_ORPHAN_GRACE, delete_unreferenced_files
 from train_platform.datasets.reader import read_samples
 
 
@@ -188,10 +188,14 @@ def test_expire_keeps_tags_heads_and_merge_bases(ds):
     base = ds.resolve("old").snapshot_id
     for i in range(3):
         ds.label({"s2": f"w{i}"}, branch="main")
-    result = ds.expire(older_than=timedelta(0), retain_last=1, orphan_grace=timedelta(0))
+    result = ds.expire(older_than=timedelta(0), retain_last=1, orphan_grace=MIN_ORPHAN_GRACE)
     expired = result.snapshots
     assert expired
-    assert result.deleted_files  # label commits rewrote s1's file; old versions went with their snapshots
+    assert result.deleted_files == []  # every unused file is younger than the grace period
+    # Once the grace period has passed, the files of the expired snapshots go.
+    later = datetime.now(timezone.utc) + MIN_ORPHAN_GRACE + timedelta(minutes=1)
+    deleted = delete_unreferenced_files(ds._fresh(), MIN_ORPHAN_GRACE, dataset=ds.name, now=later)
+    assert deleted  # label commits rewrote s1's file; old versions went with their snapshots
     ids = {s.snapshot_id for s in ds._fresh().metadata.snapshots}
     assert tagged in ids and base in ids and ds.resolve("main").snapshot_id in ids
     assert not (set(expired) & ids)
@@ -211,11 +215,12 @@ def test_expire_deletes_orphans_past_the_grace_period_only(ds, backend):
     fresh = f"{table.location()}/data/in-flight.parquet"
     with table.io.new_output(fresh).create(overwrite=True) as handle:
         pq.write_table(_rows(["ghost"]), handle)
-    kept = ds.expire(older_than=timedelta(days=1), orphan_grace=timedelta(hours=1))
+    kept = ds.expire(older_than=timedelta(days=1), orphan_grace=MIN_ORPHAN_GRACE)
     assert kept.snapshots == [] and kept.deleted_files == []
-    time.sleep(1.1)
-    gone = ds.expire(older_than=timedelta(days=1), orphan_grace=timedelta(seconds=1))
-    assert [p.rsplit("/", 1)[-1] for p in gone.deleted_files] == ["in-flight.parquet"]
+    # The same file once the grace period has passed (the clock moved instead of waiting).
+    later = datetime.now(timezone.utc) + MIN_ORPHAN_GRACE + timedelta(seconds=1)
+    gone = delete_unreferenced_files(ds._fresh(), MIN_ORPHAN_GRACE, dataset=ds.name, now=later)
+    assert [p.rsplit("/", 1)[-1] for p in gone] == ["in-flight.parquet"]
     assert ds.read("main").num_rows == 4
 
 

@@ -3,6 +3,11 @@
 Each command group lives in its own module exposing ``register(subparsers)``; the module
 adds its sub-commands, each with ``func`` set to a callable ``(args) -> int`` (the exit
 code). Heavy libraries are imported inside those callables, never at registration.
+
+Everything ``tp`` writes to stderr (its error line, log lines, the traceback of an
+unexpected error) goes through ``settings.redact``, so no password or token from the
+settings is printed. A reader that closes ``tp``'s output early (``tp ... | head``) ends the
+command quietly with exit 0.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sys
 from importlib import import_module
 
 from train_platform.exceptions import TrainPlatformError
+from train_platform.settings import RedactingFormatter, redact
 
 # Command groups in the order `tp --help` lists them.
 _GROUPS = ("pipeline", "dataset", "model", "storage")
@@ -47,21 +53,26 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # --help prints here: inside main's pipe handling
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, still inside main
         return code
     except TrainPlatformError as exc:
         # Known user-facing errors: one clear line, never a traceback.
-        print(f"tp: error: {exc}", file=sys.stderr)
+        print(f"tp: error: {redact(exc)}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # main's pipe handling
+    except Exception:  # noqa: BLE001 - an unexpected error: its traceback, with secrets redacted
+        import traceback
+
+        sys.stderr.write(redact(traceback.format_exc()))
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -273,28 +273,35 @@ def cmd_show(args: argparse.Namespace) -> int:
     from train_platform.datasets.refs import MAIN, parse_ref
 
     name, ref = parse_ref(args.name)
+    if args.limit < 0:
+        from train_platform.datasets.exceptions import InvalidSamplesError
+
+        raise InvalidSamplesError(f"--limit {args.limit}: give a number of rows, or 0 for all")
     dataset = _open(name, args)
-    snapshot_id, table = dataset.read_with_snapshot(ref)
+    # Only the rows printed are read, unless --out asks for every sample.
+    snapshot_id, shown = dataset.read_with_snapshot(ref, limit=None if args.out or not args.limit else args.limit)
     if args.out:
         import pyarrow.parquet as pq
 
-        pq.write_table(table, args.out)
-    shown = table if not args.limit else table.slice(0, args.limit)
+        pq.write_table(shown, args.out)
+    total = shown.num_rows if args.out or not args.limit else dataset.samples_count(snapshot_id)
+    if args.limit:
+        shown = shown.slice(0, args.limit)
     shapes = [None if s is None else list(s.shape) for s in series_of(shown)]
     rows = [
         {k: r[k] for k in ("sample_id", "label", "label_source", "confidence", "annotator", "status", "batch_id", "series_uri")}
         | {"shape": shape}
         for r, shape in zip(shown.select([c for c in shown.column_names if c != "values"]).to_pylist(), shapes)
     ]
-    header = f"{name}@{ref or MAIN}: snapshot {snapshot_id}, {table.num_rows} samples"
+    header = f"{name}@{ref or MAIN}: snapshot {snapshot_id}, {total} samples"
     lines = [header] + [
         f"{r['sample_id']:28}  {str(r['label']):16}  {r['status']:9}  {str(r['label_source']):8}  "
         f"{'' if r['confidence'] is None else format(r['confidence'], '.3f'):6}  {r['shape'] or r['series_uri']}"
         for r in rows
     ]
-    if len(rows) < table.num_rows:
-        lines.append(f"... {table.num_rows - len(rows)} more (--limit 0 for all)")
-    _emit(args, {"dataset": name, "ref": ref or MAIN, "snapshot_id": snapshot_id, "samples": table.num_rows, "rows": rows}, "\n".join(lines))
+    if len(rows) < total:
+        lines.append(f"... {total - len(rows)} more (--limit 0 for all)")
+    _emit(args, {"dataset": name, "ref": ref or MAIN, "snapshot_id": snapshot_id, "samples": total, "rows": rows}, "\n".join(lines))
     return 0
 
 

@@ -4,6 +4,14 @@ Roles are ordered: a ``reader`` may read, log and diff; a ``writer`` may also br
 label, import and merge; an ``owner`` may also revert, expire, drop and grant roles. The user
 who creates a dataset becomes its owner. Every write (and every refused one) is appended to
 the audit log with who, when, what, on which ref and the snapshot it produced.
+
+A write is checked twice: ``require`` before any work (a refusal is audited), and
+``require_in`` inside the catalog transaction that commits it, where ``record_in`` also
+writes its audit row (``Dataset`` runs both through ``catalog.inside_commit``). A role
+revoked while a commit is being prepared therefore stops that commit, and a commit and its
+audit row are one database transaction: neither exists without the other. On PostgreSQL
+the in-commit check takes a share lock on the role's row, so a revocation either commits
+before it (and the commit is refused) or waits until the commit is done.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from sqlalchemy.engine import Connection
 
 from train_platform.datasets.exceptions import DatasetError, PermissionDeniedError
 
@@ -115,6 +125,20 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class RoleRevokedError(PermissionDeniedError):
+    """The acting user's role was revoked (or lowered) after the operation started: the
+    check inside the commit refused it and nothing was committed."""
+
+
+def _denied_message(dataset: str, user: str, role: str | None, needed: str, operation: str) -> str:
+    held = f"has role {role!r}" if role else "has no role"
+    return f"user {user!r} {held} on dataset {dataset!r}; {operation} needs {needed}"
+
+
+def _allowed(role: str | None, needed: str) -> bool:
+    return role is not None and _RANK[role] >= _RANK[needed]
+
+
 class AccessStore:
     """Roles and audit of every dataset in one catalog database."""
 
@@ -141,18 +165,44 @@ class AccessStore:
         """Raise ``PermissionDeniedError`` (and audit the refusal) unless ``user`` holds
         ``needed`` or a higher role on ``dataset``."""
         role = self.role_of(dataset, user)
-        if role is not None and _RANK[role] >= _RANK[needed]:
+        if _allowed(role, needed):
             return
         self.record(dataset, user, operation, outcome="denied", detail={"needed": needed, "role": role})
-        held = f"has role {role!r}" if role else "has no role"
-        raise PermissionDeniedError(f"user {user!r} {held} on dataset {dataset!r}; {operation} needs {needed}")
+        raise PermissionDeniedError(_denied_message(dataset, user, role, needed, operation))
 
-    def set_role(self, dataset: str, user: str, role: str | None, granted_by: str) -> None:
+    def require_in(self, conn: Connection, dataset: str, user: str, needed: str, operation: str) -> None:
+        """``require`` inside the caller's transaction ``conn`` (a commit's), reading the
+        role under a share lock on PostgreSQL; ``RoleRevokedError`` when it no longer
+        suffices. Audits nothing: the transaction is about to be rolled back."""
+        row = conn.execute(
+            select(roles_table.c.role)
+            .where(roles_table.c.dataset == dataset, roles_table.c.user_name == user)
+            .with_for_update(read=True)
+        ).first()
+        role = row[0] if row else None
+        if not _allowed(role, needed):
+            raise RoleRevokedError(_denied_message(dataset, user, role, needed, operation) + " (role changed during the operation; nothing was written)")
+
+    def set_role(
+        self,
+        dataset: str,
+        user: str,
+        role: str | None,
+        granted_by: str,
+        *,
+        granter_needs: str | None = None,
+        audit: dict[str, Any] | None = None,
+    ) -> None:
         """Give ``user`` ``role`` on ``dataset``; ``None`` removes their role. The last owner
-        cannot be removed or demoted, so a dataset always has someone who can grant."""
+        cannot be removed or demoted, so a dataset always has someone who can grant. With
+        ``granter_needs``, ``granted_by`` must hold that role at the moment of the change;
+        with ``audit``, an audit row ``grant`` with that detail is written in the same
+        transaction."""
         if role is not None and role not in ROLES:
             raise DatasetError(f"role {role!r} is not one of {', '.join(ROLES)} (or 'none' to remove)")
         with self.engine.begin() as conn:
+            if granter_needs is not None:
+                self.require_in(conn, dataset, granted_by, granter_needs, "grant")
             current = conn.execute(
                 select(roles_table.c.role).where(roles_table.c.dataset == dataset, roles_table.c.user_name == user)
             ).first()
@@ -176,6 +226,8 @@ class AccessStore:
                         dataset=dataset, user_name=user, role=role, granted_by=granted_by, granted_at=_now()
                     )
                 )
+            if audit is not None:
+                self.record_in(conn, dataset, granted_by, "grant", detail=audit)
 
     def drop_dataset(self, dataset: str) -> None:
         with self.engine.begin() as conn:
@@ -194,18 +246,33 @@ class AccessStore:
         detail: dict[str, Any] | None = None,
     ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(audit_table).values(
-                    dataset=dataset,
-                    user_name=user,
-                    at=_now(),
-                    operation=operation,
-                    ref=ref,
-                    snapshot_id=snapshot_id,
-                    outcome=outcome,
-                    detail=json.dumps(detail or {}, sort_keys=True, default=str),
-                )
+            self.record_in(conn, dataset, user, operation, ref=ref, snapshot_id=snapshot_id, outcome=outcome, detail=detail)
+
+    def record_in(
+        self,
+        conn: Connection,
+        dataset: str,
+        user: str,
+        operation: str,
+        *,
+        ref: str | None = None,
+        snapshot_id: int | None = None,
+        outcome: str = "ok",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """``record`` inside the caller's transaction ``conn``."""
+        conn.execute(
+            insert(audit_table).values(
+                dataset=dataset,
+                user_name=user,
+                at=_now(),
+                operation=operation,
+                ref=ref,
+                snapshot_id=snapshot_id,
+                outcome=outcome,
+                detail=json.dumps(detail or {}, sort_keys=True, default=str),
             )
+        )
 
     def audit(self, dataset: str, limit: int | None = None) -> list[AuditEntry]:
         """Audit entries of ``dataset``, newest first."""

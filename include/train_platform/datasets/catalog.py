@@ -3,6 +3,12 @@
 Embedded shape: an SQL catalog on SQLite under TP_HOME and a warehouse folder next to it.
 Scale shape: the same SQL catalog on PostgreSQL (TP_CATALOG_URL) and the warehouse on
 S3/MinIO (TP_WAREHOUSE=s3://bucket/prefix, TP_S3_ENDPOINT, credentials from AWS_*).
+
+Every Iceberg commit ends in one database transaction of the catalog: the update that swaps
+the table's metadata pointer, guarded by the pointer it started from. ``inside_commit``
+runs a function of ours in that same transaction (the datasets' role check and audit row,
+whose tables live in the same database), so what it writes commits with the pointer swap
+or not at all, and what it raises aborts the swap.
 """
 
 from __future__ import annotations
@@ -11,13 +17,21 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from train_platform.datasets.exceptions import DatasetError
-from train_platform.settings import Settings
+from train_platform.settings import Settings, redact
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +42,62 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # pyiceberg's SqlCatalog is not documented as thread-safe; one per process and settings.
 _catalogs: dict[tuple[str, str, str | None], SqlCatalog] = {}
 _lock = threading.Lock()
+
+
+@dataclass
+class CommitHook:
+    """A function run inside the database transaction of each catalog commit made while
+    ``inside_commit`` is active: ``run(connection, updates)`` gets that transaction's
+    connection and the commit's Iceberg table updates, and returns whether the commit was
+    one it handles. ``handled`` counts those."""
+
+    run: Callable[[Connection, tuple[Any, ...]], bool]
+    handled: int = 0
+    _pending: tuple[Any, tuple[Any, ...]] | None = None
+
+
+_hook: ContextVar[CommitHook | None] = ContextVar("train_platform_commit_hook", default=None)
+
+
+@contextmanager
+def inside_commit(run: Callable[[Connection, tuple[Any, ...]], bool]) -> Iterator[CommitHook]:
+    """Run ``run`` inside every catalog commit of this thread for the ``with`` block (see
+    ``CommitHook``). What ``run`` raises aborts that commit (the metadata pointer keeps its
+    old value) and propagates out of the Iceberg commit."""
+    hook = CommitHook(run)
+    token = _hook.set(hook)
+    try:
+        yield hook
+    finally:
+        _hook.reset(token)
+
+
+class _Catalog(SqlCatalog):
+    """pyiceberg's SQL catalog, remembering the updates of the commit in progress for the
+    hook (``_before_commit``) that runs in its pointer-swap transaction."""
+
+    def commit_table(self, table, requirements, updates):  # type: ignore[no-untyped-def]
+        hook = _hook.get()
+        if hook is None:
+            return super().commit_table(table, requirements, updates)
+        hook._pending = (self.engine, tuple(updates))
+        try:
+            return super().commit_table(table, requirements, updates)
+        finally:
+            hook._pending = None
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    hook = _hook.get()
+    if hook is None or hook._pending is None:
+        return
+    engine, updates = hook._pending
+    if session.get_bind() is not engine:
+        return
+    hook._pending = None  # once per pointer swap
+    if hook.run(session.connection(), updates):
+        hook.handled += 1
 
 
 def check_name(name: str) -> str:
@@ -69,7 +139,7 @@ def get_catalog(settings: Settings) -> SqlCatalog:
                 Path(settings.catalog_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             if settings.warehouse_uri.startswith("file://"):
                 Path(settings.warehouse_uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-            catalog = SqlCatalog("train_platform", **catalog_properties(settings))
+            catalog = _Catalog("train_platform", **catalog_properties(settings))
             if settings.catalog_uri.startswith("sqlite"):
                 _tune_sqlite(catalog)
             try:
@@ -77,7 +147,7 @@ def get_catalog(settings: Settings) -> SqlCatalog:
             except NamespaceAlreadyExistsError:  # another process created it between check and insert
                 pass
             _catalogs[key] = catalog
-            log.debug("Iceberg catalog on %s, warehouse %s", settings.catalog_uri, settings.warehouse_uri)
+            log.debug("Iceberg catalog on %s, warehouse %s", redact(settings.catalog_uri), settings.warehouse_uri)
         return catalog
 
 

@@ -12,11 +12,19 @@ Sources (``--from``):
   optional ``ids`` ``(N,)``.
 * ``aeon:NAME[:split]``: a classification dataset shipped inside the aeon package, loaded
   offline (``split`` is ``train``, ``test`` or absent for both).
+
+A sample's ``series_uri`` (a ``.npy`` file instead of inline values) must lie inside the
+warehouse: ``check_series_uri`` refuses an absolute path elsewhere, a relative path, ``..``
+segments, another scheme or bucket, a query or fragment, and (local warehouse) a path whose
+symlinks resolve outside it. ``Dataset`` checks every row it writes, and
+``reader.read_samples`` every URI before it opens it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +41,61 @@ def load_rows(source: str | pa.Table) -> pa.Table:
     if isinstance(source, pa.Table):
         return conform(source)
     return load_source(source)
+
+
+_S3_SCHEMES = ("s3", "s3a", "s3n")
+
+
+def check_series_uri(uri: str, warehouse: str, *, where: str) -> str:
+    """``uri`` if it names a file inside ``warehouse`` (``file://...`` or ``s3://bucket/prefix``),
+    else ``InvalidSamplesError`` saying where (``where``) and why."""
+
+    def refuse(reason: str) -> InvalidSamplesError:
+        return InvalidSamplesError(f"{where}: series_uri {uri!r} is not inside the warehouse {warehouse}: {reason}")
+
+    if not isinstance(uri, str) or not uri.strip():
+        raise refuse("empty")
+    home, parts = urlsplit(warehouse), urlsplit(uri)
+    if parts.query or parts.fragment or "?" in uri or "#" in uri:
+        raise refuse("a URI with a query or fragment is not a file name")
+    path = unquote(parts.path)
+    if ".." in path.split("/") or ".." in parts.path.split("/"):
+        raise refuse("'..' segments are not allowed")
+    if home.scheme in _S3_SCHEMES:
+        if parts.scheme not in _S3_SCHEMES:
+            raise refuse(f"the warehouse is on S3, and this is {'a local path' if not parts.scheme else parts.scheme + '://'}")
+        if parts.netloc != home.netloc:
+            raise refuse(f"bucket {parts.netloc!r} is not the warehouse's bucket {home.netloc!r}")
+        prefix = unquote(home.path).strip("/")
+        if prefix and not path.lstrip("/").startswith(prefix + "/"):
+            raise refuse(f"the key is not under the warehouse prefix {prefix + '/'!r}")
+        return uri
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise refuse(f"host {parts.netloc!r} is not this machine")
+    elif parts.scheme:
+        raise refuse(f"scheme {parts.scheme}:// on a local warehouse")
+    if not os.path.isabs(path):
+        raise refuse("a relative path")
+    root = os.path.realpath(unquote(home.path))
+    if not _within(os.path.normpath(path), os.path.normpath(unquote(home.path))) and not _within(os.path.normpath(path), root):
+        raise refuse("the path is elsewhere")
+    if not _within(os.path.realpath(path), root):
+        raise refuse(f"a symbolic link leads outside it (to {os.path.realpath(path)})")
+    return uri
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_series_uris(rows: pa.Table, warehouse: str, *, where: str) -> None:
+    """``check_series_uri`` on every non-null ``series_uri`` of ``rows``."""
+    if "series_uri" not in rows.column_names or rows.column("series_uri").null_count == rows.num_rows:
+        return
+    for sample_id, uri in zip(rows.column("sample_id").to_pylist(), rows.column("series_uri").to_pylist()):
+        if uri is not None:
+            check_series_uri(uri, warehouse, where=f"{where}: sample {sample_id!r}")
 
 
 def load_source(source: str) -> pa.Table:
@@ -198,4 +261,4 @@ def load_aeon(source: str) -> pa.Table:
     return build_samples([f"{tag}-{i:05d}" for i in range(len(series))], series, labels=[str(v) for v in y])
 
 
-__all__ = ["COLUMNS", "aeon_datasets", "from_long", "load_aeon", "load_npz", "load_source"]
+__all__ = ["COLUMNS", "aeon_datasets", "check_series_uri", "check_series_uris", "from_long", "load_aeon", "load_npz", "load_source"]

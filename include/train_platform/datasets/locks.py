@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from train_platform.datasets.exceptions import ConcurrentAccessError
-from train_platform.settings import Settings
+from train_platform.settings import Settings, redact
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def _redis_lock(key: str, holder: str, url: str, wait_s: float | None, config: L
                 raise ConcurrentAccessError(key, who)
             time.sleep(config.poll_s * (0.5 + random.random()))
     except redis.RedisError as exc:
-        raise ConcurrentAccessError(key, f"nobody known: Redis at {url} failed ({exc})") from exc
+        # redact: the URL's password never reaches a message
+        raise ConcurrentAccessError(key, redact(f"nobody known: Redis at {url} failed ({exc})")) from exc
 
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(client, name, value, ttl_ms, stop), daemon=True, name=f"lock-renew-{key}")

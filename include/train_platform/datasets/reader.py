@@ -55,14 +55,15 @@ def read_samples(ref: str, *, user: str | None = None, settings: Settings | None
     series = series_of(table)
     uris = table.column("series_uri").to_pylist()
     channels = table.column("n_channels").to_pylist()
+    ids = table.column("sample_id").to_pylist()
     for index, (array, uri) in enumerate(zip(series, uris)):
         if array is None:
-            series[index] = _load_external(dataset, uri, channels[index])
+            series[index] = _load_external(dataset, ids[index], uri, channels[index])
     return SampleSet(
         dataset=name,
         ref=ref_name,
         snapshot_id=snapshot_id,
-        ids=table.column("sample_id").to_pylist(),
+        ids=ids,
         series=series,  # type: ignore[arg-type]
         labels=table.column("label").to_pylist(),
         status=table.column("status").to_pylist(),
@@ -71,11 +72,18 @@ def read_samples(ref: str, *, user: str | None = None, settings: Settings | None
     )
 
 
-def _load_external(dataset, uri: str, channels: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _load_external(dataset, sample_id: str, uri: str, channels: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     """A large sample stored as a ``.npy`` file in the object store (or a local path),
-    read through the warehouse's FileIO so the same S3 endpoint and credentials apply."""
-    from train_platform.datasets.exceptions import DatasetError
+    read through the warehouse's FileIO so the same S3 endpoint and credentials apply. A
+    URI outside the warehouse (``importers.check_series_uri``: written before that check,
+    or by another tool, or a symbolic link placed since) is refused before it is opened."""
+    from train_platform.datasets.exceptions import DatasetError, InvalidSamplesError
+    from train_platform.datasets.importers import check_series_uri
 
+    try:
+        check_series_uri(uri, dataset.settings.warehouse_uri, where=f"{dataset.name}: sample {sample_id!r}")
+    except InvalidSamplesError as exc:
+        raise DatasetError(f"refusing to read: {exc}") from exc
     try:
         with dataset._table.io.new_input(uri).open() as handle:
             array = np.load(io.BytesIO(handle.read()), allow_pickle=False)
