@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, and_, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from train_platform.datasets.access import AccessStore
 
@@ -140,8 +140,10 @@ class ReviewJournal:
                 try:
                     _metadata.create_all(self.engine, checkfirst=True)
                     break
-                except IntegrityError:
-                    # Two processes creating the tables at once: the loser sees a duplicate.
+                except (IntegrityError, OperationalError, ProgrammingError):
+                    # Two processes creating the tables at once: the loser sees a duplicate
+                    # (SQLite: "table ... already exists"; PostgreSQL: a duplicate type or
+                    # relation) and looks again.
                     if attempt == 2:
                         raise
             _ready.add(catalog_uri)
