@@ -12,6 +12,13 @@ decides what happens next:
   shows them; the step's retry then waits for a new approval.
 * **Reject**: nothing is merged and every later task of the run is skipped.
 
+An approved step that merged emits an Airflow asset event for ``tp://NAME@main`` (through
+the task's outlet, the asset alias ``tp-merges-NAME``, so that a rejection, which also ends
+the step as succeeded, emits none; the event's ``extra`` names the merged branches and who
+approved), so a pipeline
+with ``schedule: {assets: ["tp://NAME@main"]}`` (the incremental-training one) starts on
+the confirmed labels with no one pressing a button.
+
 Input ``data`` (the first input when not named so): the review branch as a dataset ref
 ``tp://NAME@BRANCH``. Optional input ``check``: the report folder of an annotation check
 (``tp dataset check --report``, the ``annotation_check`` type's output), whose findings the
@@ -31,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from urllib.parse import urlencode
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Asset, AssetAlias
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -38,6 +46,16 @@ if TYPE_CHECKING:
 # tp://NAME@BRANCH, checked without importing the dataset code (parse time stays light).
 _REF = re.compile(r"^tp://([a-z][a-z0-9_]{0,62})@([A-Za-z0-9][A-Za-z0-9._/-]{0,127})$")
 PAGE_PATH = "/train-platform/review"
+
+
+def main_asset(dataset: str) -> Asset:
+    """The asset a merge into ``dataset``'s main branch updates: ``tp://NAME@main``."""
+    return Asset(f"tp://{dataset}@main")
+
+
+def merges_alias(dataset: str) -> AssetAlias:
+    """The review step's outlet: events of ``main_asset`` are added to it only on a merge."""
+    return AssetAlias(f"tp-merges-{dataset}")
 
 
 def _flag(value: Any) -> bool:
@@ -88,6 +106,7 @@ class ReviewOperator(ApprovalOperator):
             body=None,
             response_timeout=execution_timeout,
             ignore_downstream_trigger_rules=True,
+            outlets=kwargs.pop("outlets", None) or [merges_alias(match.group(1))],
             **kwargs,
         )
         self.dataset, self.review_branch = match.group(1), match.group(2)
@@ -195,4 +214,10 @@ class ReviewOperator(ApprovalOperator):
         for merge in result.merged:
             self.log.info("merged %s (%s): %d added, %d changed, %d removed", merge["branch"], merge["kind"],
                           merge["added"], merge["changed"], merge["removed"])
+        if result.merged:
+            event_extra = {"dataset": self.dataset, "review_branch": self.review_branch, "approved_by": approver,
+                           "merged": [m["branch"] for m in result.merged],
+                           "snapshot_id": result.merged[-1]["snapshot_id"]}
+            context["outlet_events"][merges_alias(self.dataset)].add(main_asset(self.dataset), extra=event_extra)
+            self.log.info("asset event tp://%s@main: %s", self.dataset, event_extra)
         return {"chosen": chosen, "by": approver, "merged": [m["branch"] for m in result.merged]}

@@ -179,6 +179,18 @@ def test_approval_merges_the_reviews_and_a_conflict_fails_the_step_until_resolve
     with airflow_server.client("alice") as client:
         request = client.get(f"{P}/api/datasets/{name}/review/conflicts").json()["request"]
     assert request["state"] == "merged" and request["detail"]["by"] == "bob"
+    # The merge into main is an asset event of tp://NAME@main, which an asset-scheduled
+    # pipeline (incremental training) runs on.
+    events = asset_events(airflow_server, dag_id)
+    assert [e["uri"] for e in events] == [f"tp://{name}@main/"]
+    assert events[0]["extra"]["merged"] == ["user/alice", "user/bob"] and events[0]["extra"]["approved_by"] == "bob"
+
+
+def asset_events(server, dag_id: str) -> list[dict]:
+    with server.client("alice") as client:
+        answer = client.get("/api/v2/assets/events", params={"source_dag_id": dag_id})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["asset_events"]
 
 
 @pytest.mark.slow
@@ -198,6 +210,7 @@ def test_rejection_stops_the_run_and_merges_nothing(airflow_server):
     ds = open_dataset(name, user="alice", settings=seeded.settings)
     assert ds.resolve("main").snapshot_id == main_before
     assert ds.read("user/bob").to_pylist()  # bob's review stays on his branch
+    assert asset_events(airflow_server, dag_id) == []  # nothing merged, no asset event
     with airflow_server.client("alice") as client:
         tis = client.get(f"/api/v2/dags/{dag_id}/dagRuns/~/taskInstances").json()["task_instances"]
         request = client.get(f"{P}/api/datasets/{name}/review/conflicts").json()["request"]
