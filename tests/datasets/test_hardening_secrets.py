@@ -104,4 +104,4 @@ def test_settings_repr_and_log_lines_hide_secrets(tmp_path, monkeypatch):
         assert secret not in line
     assert "RuntimeError: cannot reach redis://:***@redis:6379/0 with ***" in line
     # Password-less URLs and ordinary text are left alone.
-    assert redact("sqlite:///home/x/catalog.db and redis://redis:6379/0", env={}) == "sqlite:///home/x/catalog.db and redis://redis:6379/0"
+    assert redact("sqlite:///srv/tp/catalog.db and redis://redis:6379/0", env={}) == "sqlite:///srv/tp/catalog.db and redis://redis:6379/0"
