@@ -55,6 +55,8 @@ def build_dag(spec: PipelineSpec, *, source: str, active: bool, settings: Settin
     three; without them the docs describe this version alone)."""
     from airflow.sdk import DAG, Param
 
+    from train_platform.compiler.callbacks import dag_callbacks, task_callbacks
+
     defaults = spec.spec.default_args
     default_args: dict[str, Any] = {
         "owner": defaults.owner or spec.metadata.owner,
@@ -94,6 +96,7 @@ def build_dag(spec: PipelineSpec, *, source: str, active: bool, settings: Settin
         params={name: Param(**schema) for name, schema in params.items()},
         tags=sorted(set(tags)),
         is_paused_upon_creation=not active or None,
+        **dag_callbacks(spec.name, spec.version, spec.spec.notify.conn_id),
     )
     pipeline_mounts = _as_list(spec.spec.mounts)
     planned = {task.task_id: task for task in plan_tasks(spec, settings)}
@@ -117,6 +120,7 @@ def build_dag(spec: PipelineSpec, *, source: str, active: bool, settings: Settin
             retries=plan.retries,
             priority_weight=plan.priority_weight,
             pool=plan.pool,
+            **task_callbacks(task.type, spec.name, spec.version, spec.spec.notify.conn_id),
         )
         if task.retry_delay is not None:
             kwargs["retry_delay"] = task.retry_delay

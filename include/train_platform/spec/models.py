@@ -184,6 +184,12 @@ class DefaultArgs(_Strict):
     executor: Literal["local", "kubernetes"] | None = None
 
 
+class Notify(_Strict):
+    # The Airflow connection holding the webhook that failed runs, tasks and gates are posted
+    # to (train_platform.compiler.notify); without that connection nothing is posted.
+    conn_id: str = Field(default="tp_notify", pattern=r"^[A-Za-z0-9_.-]{1,250}$")
+
+
 class PipelineBody(_Strict):
     tasks: list[TaskSpec] = Field(min_length=1)
     dependencies: list[Dependency] = Field(default_factory=list)
@@ -195,6 +201,7 @@ class PipelineBody(_Strict):
     max_active_runs: int = Field(default=1, ge=1)
     default_args: DefaultArgs = Field(default_factory=DefaultArgs)
     mounts: list[str | dict[str, Any]] | str | None = None
+    notify: Notify = Field(default_factory=Notify)
 
 
 class PipelineSpec(_Strict):
