@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,21 +51,41 @@ class CheckpointInfo:
     meta: dict[str, Any]  # the parsed checkpoint.json
 
 
-def _hash_folder(checkpoint: Path) -> tuple[str, dict[str, str]]:
-    """(sha256 over the names and bytes of every file, {relative name: sha256 of the file}),
-    reading each file once."""
+def _checkpoint_files(checkpoint: Path) -> list[Path]:
+    """Every file of the folder, in the order the digest reads them."""
     if not checkpoint.is_dir():
         raise CheckpointInvalidError(f"checkpoint folder {checkpoint} does not exist")
+    return sorted(p for p in checkpoint.rglob("*") if p.is_file())
+
+
+def _hash_folder(checkpoint: Path, copy_to: Path | None = None) -> tuple[str, dict[str, str]]:
+    """(sha256 over the names and bytes of every file, {relative name: sha256 of the file}),
+    reading each file once. With ``copy_to``, the bytes read are also written there (same
+    relative names, each file flushed to disk), so what was hashed is what was copied."""
     digest = hashlib.sha256()
     per_file: dict[str, str] = {}
-    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+    for path in _checkpoint_files(checkpoint):
         name = path.relative_to(checkpoint).as_posix()
         digest.update(str(path.relative_to(checkpoint)).encode() + b"\0")
         one = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(_BLOCK), b""):
-                digest.update(block)
-                one.update(block)
+        target = None
+        if copy_to is not None:
+            destination = copy_to / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            target = open(destination, "wb")
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(_BLOCK), b""):
+                    digest.update(block)
+                    one.update(block)
+                    if target is not None:
+                        target.write(block)
+            if target is not None:
+                target.flush()
+                os.fsync(target.fileno())
+        finally:
+            if target is not None:
+                target.close()
         per_file[name] = one.hexdigest()
     return digest.hexdigest(), per_file
 
@@ -119,13 +140,33 @@ def _recorded_files(checkpoint: Path, meta: dict[str, Any]) -> dict[str, str]:
 def read_checkpoint_info(checkpoint: Path) -> CheckpointInfo:
     """Task, labels and digest of a finished, intact checkpoint folder (see the module
     docstring for the checks); ``CheckpointInvalidError`` saying what is wrong otherwise."""
+    return _checked(checkpoint, None)
+
+
+def copy_checked(checkpoint: Path, destination: Path) -> CheckpointInfo:
+    """``read_checkpoint_info``, copying the folder's files into ``destination`` (a new,
+    empty folder) while they are hashed: each file is read once, and the copy holds exactly
+    the bytes that were checked. A checkpoint whose metadata changed while it was copied
+    (a training run writing into the folder) is refused."""
+    info = _checked(checkpoint, destination)
+    try:
+        copied = json.loads((destination / META_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointInvalidError(f"{checkpoint / META_FILE} changed while it was copied: {exc}") from exc
+    if copied != info.meta:
+        raise CheckpointInvalidError(f"{checkpoint / META_FILE} changed while the checkpoint was copied; register it "
+                                     "again once the run writing it has finished")
+    return info
+
+
+def _checked(checkpoint: Path, copy_to: Path | None) -> CheckpointInfo:
     meta = read_meta(checkpoint)
     if meta.get("complete") is False:
         raise CheckpointInvalidError(
             f"{checkpoint} is a snapshot of a training run that has not finished "
             f"(epoch {meta.get('epochs_completed', '?')} of {meta.get('epochs', '?')})")
     recorded = _recorded_files(checkpoint, meta)
-    digest, actual = _hash_folder(checkpoint)
+    digest, actual = _hash_folder(checkpoint, copy_to)
     for name in (meta["weights"], *recorded):
         if name not in actual:
             raise CheckpointInvalidError(f"{checkpoint} is not a complete checkpoint: {name} is missing")

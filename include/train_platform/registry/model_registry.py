@@ -28,7 +28,7 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from train_platform.registry import access, schema
-from train_platform.registry.checkpoints import checkpoint_digest, read_checkpoint_info
+from train_platform.registry.checkpoints import checkpoint_digest
 from train_platform.registry.exceptions import (
     AccessDeniedError,
     AliasNotSetError,
@@ -304,18 +304,18 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
     ) -> ModelVersion:
         """Adds a new version of ``name`` from a checkpoint folder written by ``ml.train``.
 
-        The folder is copied into the BentoML model store as ``name:v<version>``. If the
-        database write fails afterwards the stored model is deleted again, so a failed
-        registration leaves nothing behind. The first version's registrant becomes the
-        model's owner; later versions need maintainer.
+        The folder is checked and copied into a staging entry of the BentoML model store
+        before any database lock is taken; inside the write transaction the copy is renamed
+        to ``name:v<version>`` and the version recorded. A failed registration leaves
+        nothing behind, and one killed at any point leaves nothing that blocks the next
+        (see ``bento_store``). The first version's registrant becomes the model's owner;
+        later versions need maintainer.
         """
         check_name(name)
         who = self._who(actor)
         checkpoint = Path(checkpoint_dir).expanduser().resolve()
         if gate_status not in GATE_STATES:
             raise CheckpointInvalidError(f"gate status must be one of {', '.join(GATE_STATES)}, not {gate_status!r}")
-        info = read_checkpoint_info(checkpoint)
-        task = task or info.task
         metrics = dict(metrics or {})
         for key, value in metrics.items():
             if not isinstance(key, str):
@@ -324,31 +324,46 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
                 raise CheckpointInvalidError(f"metric {key!r} is NaN")
         from sqlalchemy.exc import IntegrityError
 
-        for attempt in range(3):
-            try:
-                number, row, tag = self._register_once(
-                    name, checkpoint, digest=info.digest, task=task, metrics=metrics, training_run=training_run,
-                    dataset_snapshot=dataset_snapshot, parent_version=parent_version,
-                    gate_status=gate_status, gate_report=gate_report, actor=who, gate_detail=gate_detail,
-                )
-                break
-            except _Denied as denied:
-                self._record_denied(denied.model_id, who, denied.error)
-                raise denied.error from None
-            except IntegrityError:
-                # PostgreSQL: a concurrent first registration created the model row (or took
-                # the number) between our read and insert; the retry sees it and locks it.
-                if attempt == 2:
-                    raise
+        from train_platform.registry import bento_store
+
+        # The slow part, before any database lock: check, copy and hash the checkpoint into
+        # a staging entry of the model store (see ``bento_store``).
+        staged = bento_store.stage_checkpoint(self.settings, name, checkpoint)
+        try:
+            task = task or staged.info.task
+            for attempt in range(3):
+                try:
+                    number, row, tag = self._register_once(
+                        name, checkpoint, staged, task=task, metrics=metrics, training_run=training_run,
+                        dataset_snapshot=dataset_snapshot, parent_version=parent_version,
+                        gate_status=gate_status, gate_report=gate_report, actor=who, gate_detail=gate_detail,
+                    )
+                    break
+                except _Denied as denied:
+                    self._record_denied(denied.model_id, who, denied.error)
+                    raise denied.error from None
+                except IntegrityError:
+                    # PostgreSQL: a concurrent first registration created the model row (or took
+                    # the number) between our read and insert; the retry sees it and locks it.
+                    if attempt == 2:
+                        raise
+        finally:
+            bento_store.discard_staged(staged)
+        bento_store.mark_latest(self.settings, name)
+        bento_store.clean_staging(self.settings)  # a store folder set aside under the lock
         log.info("registered %s version %d (%s)", name, number, tag)
         return self._to_version(name, row)
 
-    def _register_once(self, name: str, checkpoint: Path, *, digest: str, task: str, metrics: dict[str, Any],
+    def _register_once(self, name: str, checkpoint: Path, staged, *, task: str, metrics: dict[str, Any],
                        training_run: str | None, dataset_snapshot: str | None,
                        parent_version: int | None, gate_status: str, gate_report: str | None,
                        actor: str, gate_detail: dict[str, Any] | None):
+        """One try at the database write: takes the number, renames the staged copy into
+        the store as that version and records it, in one transaction. Only metadata is
+        written under the lock; a failure moves the copy back into its staging entry."""
         from train_platform.registry import bento_store
 
+        digest = staged.info.digest
         with schema.transaction(self.url) as conn:
             model_id = conn.execute(
                 select(schema.models.c.id).where(schema.models.c.name == name).with_for_update()
@@ -371,10 +386,10 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
                 select(func.max(schema.versions.c.version)).where(schema.versions.c.model_id == model_id)
             ).scalar() or 0) + 1
             extra = {k: v for k, v in (("training_run", training_run), ("dataset_snapshot", dataset_snapshot)) if v}
-            tag = bento_store.save_checkpoint_model(
-                self.settings, name, number, checkpoint,
+            tag = bento_store.install_staged(
+                self.settings, staged, name, number,
                 labels={"task": task, "registry_version": str(number)},
-                metadata={"checkpoint_uri": str(checkpoint), "metrics": metrics, **extra},
+                metadata={"checkpoint_uri": str(checkpoint), "checkpoint_digest": digest, "metrics": metrics, **extra},
             )
             try:
                 conn.execute(insert(schema.versions).values(
@@ -393,8 +408,8 @@ class ModelRegistry(ExperimentsMixin, LiveStatsMixin):
                                 detail={"status": gate_status, "report": gate_report, **gate_detail})
                 row = self._version_row(conn, model_id, name, number)
             except BaseException:
-                # The database rolls back; the files must go too, or a retry collides.
-                bento_store.delete_model(self.settings, tag)
+                # The database rolls back; the files go back to staging, or a retry collides.
+                bento_store.uninstall(self.settings, staged, tag)
                 raise
         return number, row, tag
 

@@ -5,10 +5,12 @@ PostgreSQL (scale shape). Every write runs in one transaction that first locks t
 row, so two processes registering or promoting the same model serialise instead of racing
 (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` takes SQLite's write lock).
 
-Tables are created on first use; a nullable column added since a database was created is
-added to it then too (``ALTER TABLE ... ADD COLUMN``). The command that creates the tables
-makes the OS user it runs as the first platform-admin (see ``access``), as a dataset's
-creator is its first owner.
+The tables below are the newest revision of the registry's Alembic migrations
+(``train_platform.registry.migrations``; a test checks the two agree). The first use of a
+database in a process brings it to that revision, under the database's write lock, so
+concurrent openers of a fresh or older database migrate it once. The command that creates
+the tables makes the OS user it runs as the first platform-admin (see ``access``), as a
+dataset's creator is its first owner.
 """
 
 from __future__ import annotations
@@ -193,64 +195,65 @@ def aware(value: datetime | None) -> datetime | None:
 
 _engines: dict[tuple[str, bool], Engine] = {}
 _engines_lock = threading.Lock()
+# Database URLs whose schema this process has seen at the migrations' head.
+_migrated: set[str] = set()
 
 
 def get_engine(url: str, *, for_write: bool = True) -> Engine:
-    """One engine per database URL (and, on SQLite, per read/write use) per process, with
-    the tables created on first use."""
+    """One engine per database URL (and, on SQLite, per read/write use) per process; the
+    first call for a URL brings its tables to the newest revision (``migrations``)."""
     for_write = for_write or not url.startswith("sqlite")
     with _engines_lock:
-        engine = _engines.get((url, for_write))
-        if engine is None:
-            engine = _create_engine(url, immediate=for_write)
-            _create_tables(engine)
-            _engines[(url, for_write)] = engine
+        engine = _engine(url, for_write)
+        if url not in _migrated:
+            _migrate(url)
+            _migrated.add(url)
         return engine
 
 
-def _create_tables(engine: Engine) -> None:
-    from sqlalchemy import inspect
-
-    fresh = not inspect(engine).has_table(platform_roles.name)
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
-    if fresh:
-        _bootstrap_admin(engine)
+def _engine(url: str, for_write: bool) -> Engine:
+    engine = _engines.get((url, for_write))
+    if engine is None:
+        engine = _create_engine(url, immediate=for_write)
+        _engines[(url, for_write)] = engine
+    return engine
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Nullable columns added to a table after a database was created, added to it."""
-    from sqlalchemy import inspect
+def _migrate(url: str) -> None:
+    """Runs the migrations unless the database already records their head (one query on a
+    reading connection; Alembic is imported only when there is something to do)."""
+    from train_platform.registry import migrations
 
-    inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present or not column.nullable:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+    reader = _engine(url, not url.startswith("sqlite"))
+    with reader.connect() as conn:
+        if migrations.stored_revision(conn) == migrations.HEAD:
+            return
+    migrations.upgrade(_engine(url, True), on_create=_bootstrap_admin)
 
 
-def _bootstrap_admin(engine: Engine) -> None:
-    """The OS user whose command created the tables becomes the first platform-admin."""
+def dispose(url: str) -> None:
+    """Closes this process's engines of ``url`` and forgets that it was migrated (a test
+    that drops or replaces the database)."""
+    with _engines_lock:
+        for key in [k for k in _engines if k[0] == url]:
+            _engines.pop(key).dispose()
+        _migrated.discard(url)
+
+
+def _bootstrap_admin(conn: Connection) -> None:
+    """The OS user whose command created the tables becomes the first platform-admin (run
+    in the transaction that created them)."""
     from sqlalchemy import insert, select
-    from sqlalchemy.exc import IntegrityError
 
     from train_platform.settings import os_user
 
     user = os_user()
-    try:
-        with engine.begin() as conn:
-            if conn.execute(select(platform_roles.c.user_name)).first() is None:
-                conn.execute(insert(platform_roles).values(
-                    user_name=user, role="platform-admin", granted_by=user, granted_at=utcnow()))
-                conn.execute(insert(platform_audit).values(
-                    at=utcnow(), actor=user, action="admin_grant", subject=user,
-                    detail={"reason": "created the platform database"}))
-    except IntegrityError:
-        pass  # another process created the tables at the same moment and was first
+    if conn.execute(select(platform_roles.c.user_name)).first() is None:
+        conn.execute(insert(platform_roles).values(
+            user_name=user, role="platform-admin", granted_by=user, granted_at=utcnow()))
+        conn.execute(insert(platform_audit).values(
+            at=utcnow(), actor=user, action="admin_grant", subject=user,
+            detail={"reason": "created the platform database"}))
 
 
 def _create_engine(url: str, *, immediate: bool) -> Engine:
