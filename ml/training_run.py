@@ -3,6 +3,14 @@ ml.train`` parses flags into a ``TrainRequest``; the continual benchmark calls `
 
 Output directory layout: the checkpoint files (see ``ml.checkpoint``), ``plugins/``,
 ``metrics.json``, ``training_curve.png`` and, while a run is unfinished, ``resume.pt``.
+
+Killed at any point, a run leaves either its finished checkpoint (``checkpoint.json`` with
+``"complete": true`` is its last write, after the metrics, the plot and the plugin state) or
+an unfinished one that ``--resume`` continues: a per-epoch snapshot with ``"complete":
+false`` and ``resume.pt``. A run that does not resume first removes what an earlier run
+wrote into the folder, ``checkpoint.json`` first. A retry with ``--resume`` that finds this
+very run finished (``run_fingerprint``: the same mode, task, data, init and config) returns
+it as it is.
 """
 
 from __future__ import annotations
@@ -94,10 +102,14 @@ def run(req: TrainRequest) -> TrainResult:
     device = pick_device()
     set_determinism(cfg.seed)
 
-    if req.resume and not (out / RESUME_FILE).exists() and (out / META_FILE).exists():
+    request = _request_fingerprint(req, cfg)
+    if req.resume and request is not None and (out / META_FILE).exists():
         meta = read_meta(out)
-        if meta.get("complete"):
-            log.info("%s already holds a finished run; nothing to resume", out)
+        if meta.get("complete") and meta.get("run_fingerprint") == request:
+            # Killed after its last write (the finished checkpoint.json) or retried after
+            # success: the run is done, whatever else is left in the folder.
+            log.info("%s already holds this finished run; nothing to resume", out)
+            (out / RESUME_FILE).unlink(missing_ok=True)
             metrics = json.loads((out / METRICS_FILE).read_text()) if (out / METRICS_FILE).exists() else {}
             return TrainResult(out, metrics, resumed_from_epoch=int(meta.get("epochs_completed", 0)),
                                labels=list(meta.get("labels") or []))
@@ -181,13 +193,15 @@ def run(req: TrainRequest) -> TrainResult:
         trainer.load_state_dict(state["trainer"])
         start_epoch = int(state["epoch"])
         log.info("resuming %s from epoch %d", out, start_epoch)
+    else:
+        _forget_previous_run(out)
 
     meta = {
         "task": req.task, "labels": labels, "mode": req.mode, "dataset_ref": ref, "epochs": cfg.epochs,
         "init_checkpoint": str(req.init) if req.init else None, "normalization": norm.to_dict(),
         "target_normalization": target_norm.to_dict() if target_norm is not None else None,
         "drift_reference": drift_reference(train_data.series), "train_config": cfg.to_dict(),
-        "plugins": list(cfg.plugins), "seed": cfg.seed, "device": str(device),
+        "plugins": list(cfg.plugins), "seed": cfg.seed, "device": str(device), "run_fingerprint": request,
     }
     t0 = time.monotonic()
 
@@ -221,10 +235,12 @@ def run(req: TrainRequest) -> TrainResult:
     }
     if req.task == "anomaly":
         metrics["anomaly"] = meta["anomaly"]
-    save_checkpoint(out, trainer.model, meta, optimizer_state=trainer.optimizer.state_dict())
     atomic_write_json(out / METRICS_FILE, metrics)
     if req.write_plot:
         _plot(trainer.history, out / CURVE_FILE, f"{req.task} {req.mode} on {ref}")
+    # The finished checkpoint.json is the run's last write: once it is there, so is
+    # everything else the run produces (a kill before it leaves a snapshot, resumable).
+    save_checkpoint(out, trainer.model, meta, optimizer_state=trainer.optimizer.state_dict())
     (out / RESUME_FILE).unlink(missing_ok=True)
     return TrainResult(out, metrics, resumed_from_epoch=start_epoch, labels=labels)
 
@@ -239,6 +255,33 @@ def _auto_epochs(task: str, n_train: int, cfg: TrainConfig) -> int:
         return 20
     per_epoch = max(1, -(-n_train // cfg.batch_size))
     return int(min(cfg.max_epochs, max(1, -(-cfg.steps // per_epoch))))
+
+
+def _request_fingerprint(req: TrainRequest, cfg: TrainConfig) -> str | None:
+    """What the run was asked, before any data is read (None for data given in memory):
+    recorded in its checkpoint, so a retry knows a finished run in ``out`` is its own."""
+    if not isinstance(req.data, str):
+        return None
+    return json.dumps({"mode": req.mode, "task": req.task, "data": req.data, "init": str(req.init),
+                       "cfg": cfg.to_dict()}, sort_keys=True)
+
+
+def _forget_previous_run(out: Path) -> None:
+    """Before a run that does not resume writes into ``out``: what an earlier run there
+    wrote goes, its ``checkpoint.json`` first, so that the folder is never taken for a
+    checkpoint whose files are partly another run's (a kill between two writes) and no
+    file of the earlier run (its plugin state, its optimizer, its metrics) outlives it."""
+    import shutil
+
+    from ml.checkpoint import OPTIMIZER_FILE, SAFETENSORS_WEIGHTS, TORCH_WEIGHTS
+
+    if (out / META_FILE).exists():
+        log.info("%s holds an earlier run's files; replacing them", out)
+    for name in (META_FILE, RESUME_FILE, METRICS_FILE, CURVE_FILE, OPTIMIZER_FILE, SAFETENSORS_WEIGHTS, TORCH_WEIGHTS):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / PLUGIN_DIR, ignore_errors=True)
+    for leftover in out.glob(".*.tmp*"):  # a write cut short by a kill (ml.checkpoint's temporary names)
+        leftover.unlink(missing_ok=True)
 
 
 def _fingerprint(req: TrainRequest, cfg: TrainConfig, ref: str) -> str:
