@@ -97,8 +97,8 @@ def notes(chart: helm.Chart, values: dict[str, Any] | None = None) -> str:
     return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
 
 
-def only(objects: list[dict], kind: str) -> dict:
-    found = [o for o in objects if o["kind"] == kind]
+def only(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
     return found[0]
 
@@ -175,7 +175,9 @@ def test_defaults_render_the_at_scale_objects(chart):
     assert kinds == sorted([
         "ConfigMap", "Secret", "ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler",
         "PodDisruptionBudget", "Role", "RoleBinding",
-    ] + ["PersistentVolumeClaim"] * 4)
+        # the alert rules: a ConfigMap where the cluster serves no PrometheusRule (offline)
+        "ConfigMap",
+    ] + ["PersistentVolumeClaim"] * 7)
 
     main = container(objects)
     assert main["command"] == ["tp", "model", "serve", "default", "--host", "0.0.0.0", "--port", "3000"]
@@ -266,7 +268,7 @@ def test_secret_holds_the_tokens_and_urls_and_settings_read_them(chart):
         "AWS_SECRET_ACCESS_KEY": "minio-secret",
     }
     # Nothing secret leaks into the ConfigMap.
-    config_text = yaml.safe_dump(only(objects, "ConfigMap"))
+    config_text = yaml.safe_dump(only(objects, "ConfigMap", "train-platform-config"))
     for value in (*TOKENS, "pw@", "minio-secret"):
         assert value not in config_text
 
@@ -461,7 +463,7 @@ def test_airflow_values_refer_to_what_the_chart_renders(chart, airflow_values):
     claims and their paths (volumes), the worker service account (RoleBinding)."""
     objects = render(chart, release=RELEASE)
     env_from = yaml.safe_load(airflow_values["extraEnvFrom"])
-    assert {"configMapRef": {"name": only(objects, "ConfigMap")["metadata"]["name"]}} in env_from
+    assert {"configMapRef": {"name": only(objects, "ConfigMap", "train-platform-config")["metadata"]["name"]}} in env_from
     assert {"secretRef": {"name": only(objects, "Secret")["metadata"]["name"]}} in env_from
 
     claim_paths = {
@@ -474,7 +476,7 @@ def test_airflow_values_refer_to_what_the_chart_renders(chart, airflow_values):
     env = {item["name"]: item["value"] for item in airflow_values["env"]}
     assert env["TP_HOME"] == claim_paths["train-platform-state"]
     # The registry on the workers writes the BentoML store the serving pods read.
-    bentoml_home = PurePosixPath(only(objects, "ConfigMap")["data"]["BENTOML_HOME"])
+    bentoml_home = PurePosixPath(only(objects, "ConfigMap", "train-platform-config")["data"]["BENTOML_HOME"])
     assert PurePosixPath(claim_paths["user-models"]) in bentoml_home.parents
 
     subjects = only(objects, "RoleBinding")["subjects"]

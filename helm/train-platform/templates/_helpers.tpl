@@ -102,7 +102,7 @@ failure names the values to change.
 {{- end }}
 {{- $paths := dict }}
 {{- $claims := dict }}
-{{- range $key := list "data" "models" "results" "state" }}
+{{- range $key := include "train-platform.volumeKeys" $ | splitList " " }}
 {{- $volume := index $.Values.persistence $key }}
 {{- $path := trimSuffix "/" $volume.mountPath }}
 {{- if hasKey $paths $path }}
@@ -114,4 +114,116 @@ failure names the values to change.
 {{- $_ := set $paths $path $key }}
 {{- $_ := set $claims $volume.claimName $key }}
 {{- end }}
+{{- end }}
+
+{{/*
+The keys of persistence.*, one claim each: the claims pipelines mount (every path the shipped
+pipelines read or write lies on one of them) and the Airflow components' state.
+*/}}
+{{- define "train-platform.volumeKeys" -}}
+data models results deployments reports demo state
+{{- end }}
+
+{{/* Labels of one alert: its severity and alerts.alertLabels. */}}
+{{- define "train-platform.alertLabels" -}}
+severity: {{ .severity }}
+{{- with .root.Values.alerts.alertLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The alert rule groups (templates/alerts.yaml). Prometheus' own {{ $labels.x }} and
+{{ $value }} are written as Go-template string literals so Helm leaves them alone.
+*/}}
+{{- define "train-platform.alertGroups" -}}
+{{- $a := .Values.alerts -}}
+- name: train-platform.inference
+  rules:
+    - alert: TrainPlatformEndpointErrorRate
+      expr: |
+        sum by (model) (rate(tp_predict_requests_total{outcome=~"error|overloaded"}[5m]))
+          / sum by (model) (rate(tp_predict_requests_total[5m])) > {{ $a.endpointErrorRate.threshold }}
+      for: {{ $a.endpointErrorRate.for }}
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "critical" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"Inference endpoint of {{ $labels.model }} fails {{ $value | humanizePercentage }} of requests"` }}
+        description: Requests that ended in a server error or were refused as overloaded, over 5 minutes, above {{ $a.endpointErrorRate.threshold }} of all requests.
+    - alert: TrainPlatformEndpointLatencyP99
+      expr: |
+        histogram_quantile(0.99, sum by (model, le) (rate(tp_predict_latency_seconds_bucket[5m]))) > {{ $a.endpointLatencyP99.seconds }}
+      for: {{ $a.endpointLatencyP99.for }}
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "warning" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"p99 latency of {{ $labels.model }} is {{ $value | humanizeDuration }}"` }}
+        description: The 99th percentile of request-to-answer time over 5 minutes is above {{ $a.endpointLatencyP99.seconds }} s.
+    - alert: TrainPlatformInputDrift
+      expr: |
+        max by (model, version, channel) (tp_input_drift_psi) > {{ $a.inputDrift.psi }}
+      for: {{ $a.inputDrift.for }}
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "warning" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"Served inputs of {{ $labels.model }} v{{ $labels.version }} drifted on channel {{ $labels.channel }} (PSI {{ $value }})"` }}
+        description: The population stability index of served inputs against the training data is above {{ $a.inputDrift.psi }}; new recordings may need labels and a retrain.
+    - alert: TrainPlatformServedAccuracyLow
+      expr: |
+        (
+          sum by (model, version) (rate(tp_confirmed_predictions_total{correct="true"}[1h]))
+            / sum by (model, version) (rate(tp_confirmed_predictions_total[1h]))
+        ) < {{ $a.servedAccuracy.floor }}
+        and sum by (model, version) (increase(tp_confirmed_predictions_total[1h])) >= {{ $a.servedAccuracy.minLabels }}
+      for: {{ $a.servedAccuracy.for }}
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "warning" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"{{ $labels.model }} v{{ $labels.version }} is right on {{ $value | humanizePercentage }} of confirmed labels"` }}
+        description: Of the predictions a person confirmed or corrected in the last hour (at least {{ $a.servedAccuracy.minLabels }}), fewer than {{ $a.servedAccuracy.floor }} were right.
+- name: train-platform.pipelines
+  rules:
+    - alert: TrainPlatformPipelineRunFailed
+      expr: |
+        max by (pipeline) (tp_pipeline_run_failed) == 1
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "critical" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"The last run of pipeline {{ $labels.pipeline }} failed"` }}
+        description: Resolves when a later run succeeds. The webhook of the pipeline's notify connection received the failed task and its reason.
+    - alert: TrainPlatformTaskFailed
+      expr: |
+        max by (pipeline, task) (tp_task_failed) == 1
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "warning" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"Task {{ $labels.task }} of pipeline {{ $labels.pipeline }} failed its last try"` }}
+        description: Resolves when the task next succeeds or is skipped.
+    - alert: TrainPlatformCandidateAccuracyDrop
+      expr: |
+        max by (pipeline, task) (
+          tp_evaluation_baseline_metric{metric="accuracy"}
+            - on (pipeline, task, metric) tp_evaluation_metric{metric="accuracy"}
+        ) > {{ $a.candidateAccuracyDrop.max }}
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "warning" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"The candidate of {{ $labels.pipeline }} is {{ $value | humanizePercentage }} less accurate than production"` }}
+        description: Accuracy of the latest candidate against production's, measured on the same held-out data, dropped by more than {{ $a.candidateAccuracyDrop.max }}.
+    - alert: TrainPlatformForgetting
+      expr: |
+        max by (pipeline, task) (tp_evaluation_forgetting) > {{ $a.forgetting.max }}
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "warning" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"The candidate of {{ $labels.pipeline }} forgot {{ $value | humanizePercentage }} of accuracy on old classes"` }}
+        description: Accuracy on the classes production knew fell by more than {{ $a.forgetting.max }} in the latest evaluation.
+    - alert: TrainPlatformGateFailed
+      expr: |
+        min by (pipeline, model) (tp_gate_passed) == 0
+      labels:
+        {{- include "train-platform.alertLabels" (dict "severity" "info" "root" .) | nindent 8 }}
+      annotations:
+        summary: {{ `"The latest candidate of {{ $labels.model }} ({{ $labels.pipeline }}) failed its evaluation gate"` }}
+        description: Nothing was deployed; the gate's reasons are on the version (tp model history) and in the gate_failed notification.
 {{- end }}
