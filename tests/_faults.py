@@ -50,7 +50,10 @@ def _resolve(target: str):
 
 def _install(point: Point, marker: Path) -> None:
     owner, name = _resolve(point.target)
-    raw = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    if isinstance(owner, type):  # the raw attribute (a staticmethod stays one), maybe inherited
+        raw = next(klass.__dict__[name] for klass in owner.__mro__ if name in klass.__dict__)
+    else:
+        raw = getattr(owner, name)
     kind = type(raw) if isinstance(raw, (staticmethod, classmethod)) else None
     original = raw.__func__ if kind else raw
     calls = [0]

@@ -176,13 +176,15 @@ def _open(name: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_import(args: argparse.Namespace) -> int:
     from train_platform.datasets.catalog import get_catalog, identifier
-    from train_platform.datasets.dataset import create_dataset
+    from train_platform.datasets.dataset import create_dataset, creation_unfinished
     from train_platform.datasets.refs import MAIN, parse_ref
     from train_platform.settings import get_settings
 
     name, branch = parse_ref(args.name)
     settings = get_settings()
-    if get_catalog(settings).table_exists(identifier(name)):
+    # A creation killed before its first commit is finished by its creator's next import.
+    if get_catalog(settings).table_exists(identifier(name)) and not (
+            branch in (None, MAIN) and creation_unfinished(name, acting_user(args), settings=settings)):
         dataset = _open(name, args)
         sid = dataset.import_(args.source, branch or MAIN, message=args.message)
         created = False

@@ -78,11 +78,15 @@ def create_dataset(
         # Read and check the source before creating anything: bad input writes nothing.
         rows = load_rows(source)
         check_series_uris(rows, settings.warehouse_uri, where=name)
+    access = AccessStore(settings.catalog_uri)
     try:
         table = catalog.create_table(identifier(name), schema=sample_schema.SAMPLE_SCHEMA, properties=TABLE_PROPERTIES)
     except TableAlreadyExistsError as exc:
-        raise DatasetExistsError(f"dataset {name!r} already exists") from exc
-    access = AccessStore(settings.catalog_uri)
+        if not creation_unfinished(name, user, settings=settings):
+            raise DatasetExistsError(f"dataset {name!r} already exists") from exc
+        # A creation killed before its first commit: this one finishes it.
+        log.warning("dataset %s was left half-created (no commit yet); %s finishes creating it", name, user)
+        table = catalog.load_table(identifier(name))
     access.set_role(name, user, "owner", granted_by=user)
     dataset = Dataset(name, user=user, settings=settings, _table=table, _access=access)
     # An empty first snapshot gives main a head, so branches can start from it at once.
@@ -93,6 +97,21 @@ def create_dataset(
     if rows is not None:
         dataset.append(rows, branch=MAIN, message=message or f"import {source if isinstance(source, str) else 'rows'}", operation="import")
     return dataset
+
+
+def creation_unfinished(name: str, user: str, *, settings: Settings | None = None) -> bool:
+    """Whether ``name`` is a dataset whose creation was cut short (a killed process) before
+    its first commit, in a state ``user`` may finish: its table holds no snapshot at all and
+    nobody but ``user``, as owner, holds a role on it. ``create_dataset`` then finishes the
+    creation instead of refusing the name."""
+    settings = settings or get_settings()
+    try:
+        table = get_catalog(settings).load_table(identifier(name))
+    except NoSuchTableError:
+        return False
+    if table.metadata.snapshots:
+        return False
+    return set(AccessStore(settings.catalog_uri).roles(name).items()) <= {(user, "owner")}
 
 
 def open_dataset(name: str, *, user: str | None = None, settings: Settings | None = None) -> "Dataset":
