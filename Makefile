@@ -19,12 +19,12 @@ export TP_HOME ?= $(CURDIR)/.tp_home
 
 install: $(STAMP)
 
-# Re-installs only when requirements.txt or pyproject.toml change: a second `make install` is a no-op.
-$(STAMP): requirements.txt pyproject.toml scripts/install-system.sh
+# Re-installs only when the requirements or pyproject.toml change: a second `make install` is a no-op.
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml scripts/install-system.sh
 	bash scripts/install-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	# benchmark-only packages an older checkout installed here (pip install -r never removes)
 	$(PY) -m pip uninstall --quiet --yes dag-factory

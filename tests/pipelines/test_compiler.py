@@ -143,7 +143,7 @@ def test_gpu_task_pod_is_a_valid_kubernetes_pod(tp_home, kubeconfig):
     container = manifest["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["resources"]["requests"] == {"cpu": "8", "memory": "16Gi"}
-    assert container["image"] == "train-platform/transformer-training:latest"
+    assert container["image"] == "train-platform/trainer:0.1.0"
     assert container["command"] == ["python"] and container["args"][:2] == ["-m", "ml.train"]
     assert manifest["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert manifest["metadata"]["labels"]["train-platform/pipeline"] == "incremental-learning-pipeline"

@@ -24,7 +24,8 @@ def test_outputs_feed_inputs_and_trigger_params_reach_commands(airflow_env):
     assert "generated 37 readings" in log
     assert "smoothed 37 readings with a window of 3" in log
     home = Path(airflow_env["TP_HOME"])
-    summary = json.loads((home / "fs/mnt/demo/summary/summary.json").read_text())
+    # /mnt/demo is the pipeline's user-demo claim (spec.mounts): its local folder under TP_HOME
+    summary = json.loads((home / "mounts/pvc/user-demo/summary/summary.json").read_text())
     assert summary["count"] == 37
     # every task of the run records the pipeline version it ran
     records = [json.loads(p.read_text()) for p in (home / "runs" / "example-command-pipeline").glob("*/*/task.json")]

@@ -232,7 +232,7 @@ def _run_deploy_task(served, tmp_path, params: dict) -> dict:
     context = {"run_id": f"test-{time.monotonic_ns()}", "params": {**defaults, **params}}
     task.render_template_fields(context)
     task.execute(context)
-    record = next((served.home / "fs").rglob("deployment.json"))
+    record = next((served.home / "mounts" / "pvc" / "user-deployments").rglob("deployment.json"))
     return json.loads(record.read_text())
 
 
