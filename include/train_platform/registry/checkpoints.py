@@ -14,6 +14,9 @@ metadata file and checks that
   cut short after training are refused. Checkpoints written before ``files`` existed are
   checked for the weights file only.
 
+``copy_checked`` runs the same checks while copying the folder (each file read once, hashed
+and written), so registration stores exactly the bytes it checked.
+
 ``checkpoint_digest`` identifies a checkpoint by content (a folder path is reused by daily
 pipelines); it is stored with every version.
 """
