@@ -214,6 +214,13 @@ def test_a_failed_gate_notifies_with_the_gates_reasons_and_pushes_the_verdict(tm
         "tp_task_failed{pipeline=gated,task=deploy}"] == 0
     assert base.format(job="tp_task_status", task="package") not in pushed
     assert pushed["/metrics/job/tp_pipeline_run/pipeline/gated"]["tp_pipeline_run_failed{pipeline=gated}"] == 0
+    # What a training task's success callback exports, from the metrics.json ml.train wrote.
+    from train_platform.registry.metrics_export import training_results
+
+    trained = {sample.name: sample for sample in training_results("p", "train", {"out": str(models["bad"])})}
+    assert trained["tp_training_samples_per_second"].value > 0
+    assert trained["tp_training_samples_per_second"].labels == {"pipeline": "p", "task": "train", "mode": "initial"}
+    assert trained["tp_training_epochs"].value == 8
     # The gateway's credentials travel as Basic auth, not in the URL.
     put_headers = next(h for m, _, h, _ in receiver.requests if m == "PUT")
     assert put_headers["Authorization"] == "Basic " + base64.b64encode(b"pusher:pw").decode()
