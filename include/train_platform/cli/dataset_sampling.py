@@ -345,10 +345,11 @@ def _copy_pending(source: _Source, branch: str, ids: list[str], strategy: str) -
     """Append the samples ``ids`` of the sampled snapshot to ``branch``, pending review, with
     their annotation at that snapshot (a model's pre-label); returns how many."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    rows = source.dataset.read(source.snapshot_id)
-    rows = rows.filter(pc.is_in(rows["sample_id"], value_set=pa.array(ids, type=rows.schema.field("sample_id").type)))
+    from train_platform.review.reading import load_table, rows_of
+
+    # Only the selected rows are read (an id filter on the scan), not the whole snapshot.
+    rows = rows_of(load_table(source.dataset), source.snapshot_id, ids)
     rows = rows.set_column(rows.schema.get_field_index("status"), "status",
                            pa.array(["pending"] * rows.num_rows, type=rows.schema.field("status").type))
     source.dataset.append(rows, branch, operation="sample",
