@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -259,6 +259,19 @@ class Dataset:
             sid = audited.snapshot_id
             self._access.record(self.name, self.user, operation, ref=ref, snapshot_id=sid,
                                 detail=dict(detail(sid) if callable(detail) else (detail or {})))  # type: ignore[arg-type]
+
+    def audited(
+        self,
+        operation: str,
+        needs: str,
+        ref: str,
+        detail: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None = None,
+    ) -> AbstractContextManager["_Audited"]:
+        """``_audited`` for code that commits to this dataset's table itself rather than
+        through a method of this class (the review package's submits and syncs): each
+        catalog commit in the block that moves ``ref`` re-checks ``needs`` and writes the
+        audit row ``operation`` in the commit's own transaction."""
+        return self._audited(operation, needs, ref, detail)
 
     def _lock(self, operation: str, wait_s: float | None):
         return version_lock(

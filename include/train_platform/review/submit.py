@@ -13,7 +13,11 @@ Accepted and corrected samples are written with ``label_source`` ``human``, stat
 ``confirmed``, no confidence, no alternatives, and the reviewer as ``annotator``, from the rows of the review
 branch snapshot the page showed. All of one submit lands in one commit on ``user/<reviewer>``
 (after ``sync.sync_with_main``), and every decision, skips included, goes to the journal
-and to the dataset's audit log (operation ``review``).
+and to the dataset's audit log (operation ``review``). The audit row is written, and the
+reviewer's writer role checked again, inside the catalog transaction of that commit
+(``Dataset.audited``): the commit and its row land together or not at all, and a role
+revoked while the submit was prepared refuses the commit (``RoleRevokedError``, audited as
+denied). A submit that writes nothing (skips only) is audited after it.
 
 **Refused, writing nothing:** a reviewer below the writer role (``PermissionDeniedError``,
 audited as denied); malformed decisions; labels outside the label set where new classes are
@@ -198,14 +202,20 @@ def submit_review(
             access.record(dataset, reviewer, "review", ref=branch, outcome="conflict",
                           detail={"review_branch": review_branch, "stale": exc.ids, "reason": str(exc)})
             raise
-        sync = sync_with_main(ds, branch, access)
+        sync = sync_with_main(ds, branch)
         expected = int(sync["head"])
         table = reading.load_table(ds)
         rows = (_labelled_rows(sample_schema.take_ids(shown_rows, sorted(labels)), labels, reviewer)
                 if labels else sample_schema.ARROW_SCHEMA.empty_table())
-        snapshot_id = None
-        if rows.num_rows or existing_ids(table, expected, rejected):
-            snapshot_id = _commit(ds, branch, expected, rows, ids, rejected, review_branch, shown_review, reviewer)
+        audit = {"review_branch": review_branch, "review_snapshot": shown_review,
+                 "accepted": [d.sample_id for d in parsed if d.action == "accept"],
+                 "corrected": {d.sample_id: labels[d.sample_id] for d in parsed if d.action == "correct"},
+                 "rejected": rejected, "skipped": skipped, "sync": sync["kind"]}
+        with ds.audited("review", "writer", branch, audit) as audited:
+            if rows.num_rows or existing_ids(table, expected, rejected):
+                audited.snapshot_id = _commit(ds, branch, expected, rows, ids, rejected, review_branch, shown_review,
+                                              reviewer)
+        snapshot_id = audited.snapshot_id
         now = datetime.now(timezone.utc)
         journal.record_decisions(
             Decision(dataset=dataset, review_branch=review_branch, sample_id=d.sample_id, reviewer=reviewer,
@@ -215,14 +225,8 @@ def submit_review(
             for d in parsed)
     result = SubmitResult(
         dataset=dataset, review_branch=review_branch, branch=branch, snapshot_id=snapshot_id, sync=sync,
-        accepted=[d.sample_id for d in parsed if d.action == "accept"],
-        corrected={d.sample_id: labels[d.sample_id] for d in parsed if d.action == "correct"},
-        rejected=rejected, skipped=skipped,
+        accepted=audit["accepted"], corrected=audit["corrected"], rejected=rejected, skipped=skipped,
     )
-    access.record(dataset, reviewer, "review", ref=branch, snapshot_id=snapshot_id,
-                  detail={"review_branch": review_branch, "review_snapshot": shown_review, "accepted": result.accepted,
-                          "corrected": result.corrected, "rejected": rejected, "skipped": skipped,
-                          "sync": sync["kind"]})
     log.info("%s reviewed %d sample(s) of %s@%s into %s (snapshot %s)", reviewer, len(parsed), dataset,
              review_branch, branch, snapshot_id)
     return result

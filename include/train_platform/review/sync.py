@@ -18,8 +18,13 @@ merge would report a conflict on every such sample. So, before each submit:
   real conflict, which the merge reports;
 * **already on top of main**: nothing to do.
 
-Every move of the branch is in the dataset's audit log (operation ``review-sync``). The
-caller holds the reviewer's review lock, so two submits of one reviewer never interleave.
+Every move of the branch is in the dataset's audit log (operation ``review-sync``; the
+creation is ``branch``), written, with a re-check of the reviewer's writer role, inside the
+catalog transaction that moves it (``Dataset.audited``): the move and its audit row land
+together or not at all, and a role revoked meanwhile refuses the move. The scratch
+branch's own commits are not audited: only the move makes them part of the reviewer's
+branch. The caller holds the reviewer's review lock, so two submits of one reviewer never
+interleave.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from pyiceberg.expressions import In
 from pyiceberg.table.refs import SnapshotRefType
 
 from train_platform.datasets import schema as sample_schema
-from train_platform.datasets.access import AccessStore
 from train_platform.datasets.changes import changes_between, conflicting_ids
 from train_platform.datasets.commits import commit_properties, commit_with_retries
 from train_platform.datasets.dataset import Dataset
@@ -70,20 +74,25 @@ def _remove_scratch(table: Any, branch: str) -> Any:
     return table
 
 
-def _move(table: Any, branch: str, expected: int | None, to: int, where: str) -> None:
-    """Point ``branch`` at snapshot ``to``, provided it still points at ``expected``."""
+def _move(ds: Dataset, table: Any, branch: str, expected: int | None, to: int, where: str,
+          detail: dict[str, Any]) -> None:
+    """Point ``branch`` at snapshot ``to``, provided it still points at ``expected``; the
+    commit writes the ``review-sync`` audit row ``detail``."""
     table = table.refresh()
     current = table.metadata.refs.get(branch)
     if (current.snapshot_id if current else None) != expected:
         raise StaleReviewError(where, [], _MOVED)
-    try:
-        # The commit asserts the ref still holds the snapshot read just above.
-        table.manage_snapshots().create_branch(to, branch).commit()
-    except CommitFailedException as exc:
-        raise StaleReviewError(where, [], _MOVED) from exc
+    with ds.audited("review-sync", "writer", branch, detail) as audited:
+        audited.snapshot_id = to
+        try:
+            # The commit asserts the ref still holds the snapshot read just above.
+            table.manage_snapshots().create_branch(to, branch).commit()
+        except CommitFailedException as exc:
+            audited.fallback = False  # nothing was committed
+            raise StaleReviewError(where, [], _MOVED) from exc
 
 
-def _create(ds: Dataset, branch: str, access: AccessStore, attempts: int = 30) -> int:
+def _create(ds: Dataset, branch: str, attempts: int = 30) -> int:
     """Create the reviewer's branch at main's head; returns its head.
 
     Creating a ref is a commit of the table's metadata that asserts the ref is absent, and
@@ -99,35 +108,39 @@ def _create(ds: Dataset, branch: str, access: AccessStore, attempts: int = 30) -
         main_head, head = _heads(table, branch)
         if head is not None:
             return head
-        try:
-            table.manage_snapshots().create_branch(main_head, branch).commit()
-        except CommitFailedException:
-            log.debug("%s@%s: creating the branch lost a commit race (attempt %d)", ds.name, branch, attempt + 1)
-            time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
-            continue
-        access.record(ds.name, ds.user, "branch", ref=branch, snapshot_id=main_head, detail={"from": MAIN})
-        return main_head
+        # The creation and its audit row are one catalog transaction.
+        with ds.audited("branch", "writer", branch, {"from": MAIN}) as audited:
+            audited.snapshot_id = main_head
+            try:
+                table.manage_snapshots().create_branch(main_head, branch).commit()
+            except CommitFailedException:
+                audited.fallback = False  # nothing was committed
+                created = False
+            else:
+                created = True
+        if created:
+            return main_head
+        log.debug("%s@%s: creating the branch lost a commit race (attempt %d)", ds.name, branch, attempt + 1)
+        time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
     raise CommitRetriesExhaustedError(f"{ds.name}: could not create {branch} in {attempts} attempts "
                                       "(other commits kept landing first); submit again")
 
 
-def sync_with_main(ds: Dataset, branch: str, access: AccessStore) -> dict[str, Any]:
-    """Bring the reviewer's ``branch`` onto main's head as the module describes. Returns
-    what was done: ``{"kind": "created" | "fast-forward" | "rebased" | "up-to-date" |
-    "diverged", "head": snapshot id}``. The acting user needs the writer role (checked by
-    the caller)."""
+def sync_with_main(ds: Dataset, branch: str) -> dict[str, Any]:
+    """Bring the reviewer's ``branch`` onto main's head as the module describes, acting as
+    ``ds.user``. Returns what was done: ``{"kind": "created" | "fast-forward" | "rebased" |
+    "up-to-date" | "diverged", "head": snapshot id}``. The acting user needs the writer
+    role: checked by the caller first and again in each commit that moves ``branch``."""
     table = _remove_scratch(load_table(ds), branch)
     main_head, head = _heads(table, branch)
     if head is None:
-        return {"kind": "created", "head": _create(ds, branch, access)}
+        return {"kind": "created", "head": _create(ds, branch)}
     base = merge_base(table, main_head, head)
     if base is None or base == main_head:
         return {"kind": "up-to-date" if base is not None else "diverged", "head": head}
     where = f"{ds.name}@{branch}"
     if base == head:
-        _move(table, branch, head, main_head, where)
-        access.record(ds.name, ds.user, "review-sync", ref=branch, snapshot_id=main_head,
-                      detail={"kind": "fast-forward", "from": head, "to": main_head})
+        _move(ds, table, branch, head, main_head, where, {"kind": "fast-forward", "from": head, "to": main_head})
         return {"kind": "fast-forward", "head": main_head}
     own = changes_between(table, base, head)
     theirs = changes_between(table, base, main_head)
@@ -158,15 +171,14 @@ def sync_with_main(ds: Dataset, branch: str, access: AccessStore) -> dict[str, A
                 what=f"{ds.name}@{scratch}: rebase",
             )
             new_head = committed.metadata.refs[scratch].snapshot_id
-        _move(load_table(ds), branch, head, new_head, where)
+        _move(ds, load_table(ds), branch, head, new_head, where,
+              {"kind": "rebased", "from": head, "onto": main_head, "reapplied": len(apply_ids),
+               "removed": len(remove_ids)})
     finally:
         try:
             load_table(ds).manage_snapshots().remove_branch(scratch).commit()
         except CommitFailedException:
             log.warning("could not remove scratch branch %s; the next sync removes it", scratch, exc_info=True)
-    access.record(ds.name, ds.user, "review-sync", ref=branch, snapshot_id=new_head,
-                  detail={"kind": "rebased", "from": head, "onto": main_head, "reapplied": len(apply_ids),
-                          "removed": len(remove_ids)})
     return {"kind": "rebased", "head": new_head}
 
 
