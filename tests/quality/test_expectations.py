@@ -108,3 +108,14 @@ def test_an_explicit_label_set_and_bounds_replace_the_derived_ones(basic_motions
     assert set(checks["labels_in_label_set"].sample_ids) == {i for i, r in rows.items() if r["label"] in ("standing", "badminton")}
     assert set(checks["length_within_bounds"].sample_ids) == set(rows)  # every recording has 100 steps
     assert checks["channels_within_bounds"].success
+
+
+def test_a_branch_with_slashes_is_checked_and_its_data_docs_written(basic_motions, tmp_path):
+    """Pipelines pre-label onto branches such as prelabels/RUN_ID; Great Expectations refuses
+    '/' in the names it stores, so the check names the validation without them."""
+    open_dataset(basic_motions, user=OWNER).branch("prelabels/manual__2026-01-02T03-04-05")
+    result = check_dataset(f"{basic_motions}@prelabels/manual__2026-01-02T03-04-05", CheckConfig(), user=OWNER,
+                           report_dir=tmp_path / "report")
+    assert result.passed and [c.name for c in result.checks] == CHECKS
+    pages = [p.read_text() for p in (tmp_path / "report").rglob("*.html")]
+    assert any("prelabels\u2215manual__2026-01-02T03-04-05" in page for page in pages)

@@ -139,6 +139,9 @@ def run_expectations(frame: pd.DataFrame, bounds: Bounds, *, title: str, docs_di
     if missing:
         raise QualityError(f"run_expectations: the frame lacks column(s) {', '.join(missing)}")
     frame = frame.reset_index(drop=True)
+    # Great Expectations stores the validation under its name, which may hold no '/' or '\\':
+    # a branch such as prelabels/RUN_ID would fail the check before any expectation ran.
+    title = title.replace("/", "∕").replace("\\", "∖")
     context = _context(docs_dir)
     import great_expectations as gx
 
