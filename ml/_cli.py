@@ -1,4 +1,11 @@
-"""What both commands share: logging set-up and turning platform errors into one line."""
+"""What the ``python -m ml.*`` commands share: logging set-up and turning platform errors
+into one line.
+
+Everything they write to stderr (log lines, the error line, the traceback of an unexpected
+error) goes through ``train_platform.settings.redact``, as ``tp``'s does: no password of a
+database URL, S3 key or token reaches a task's log. The formatter lives in
+``train_platform.settings``, the core's bottom layer, which ``ml`` may import (the import
+contracts keep ``ml`` away from only Airflow, operators, the compiler and the CLI)."""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import sys
 from typing import Callable
 
 from train_platform.exceptions import TrainPlatformError
+from train_platform.settings import configure_logging, redact
 
 
 def set_threads_from_env() -> None:
@@ -22,11 +30,15 @@ def set_threads_from_env() -> None:
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging(logging.INFO)
     set_threads_from_env()
     try:
         return main(argv)
     except TrainPlatformError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(e)}", file=sys.stderr)
         return e.exit_code
+    except Exception:  # noqa: BLE001 - an unexpected error: its traceback, with secrets redacted
+        import traceback
+
+        sys.stderr.write(redact(traceback.format_exc()))
+        return 1

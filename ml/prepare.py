@@ -24,6 +24,7 @@ import numpy as np
 
 from ml.data import SeriesData, check_series, load_ref
 from ml.exceptions import DataError
+from train_platform.settings import configure_logging, redact
 
 log = logging.getLogger("ml.prepare")
 _SUFFIXES = (".npz", ".csv", ".parquet", ".pq")
@@ -72,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", action="append", required=True, help="data ref, file or folder (repeatable)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for data.npz")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)  # redacting, as every ml command's (ml/_cli.py)
     try:
         report = prepare(args.input, args.out)
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     log.info("wrote %s: %d series, %d channels, %d labelled", args.out / "data.npz",
              report["series"], report["channels"], report["labelled"])

@@ -28,6 +28,11 @@ prediction and as who confirmed it, and what the log lines name. Without tokens 
 
 Every request body is capped at ``TP_SERVE_MAX_BODY_BYTES`` (4 MiB) by ``BodySizeLimit``,
 an ASGI middleware in front of BentoML's parsing: 413 before the body is read.
+
+Logs: BentoML configures the logging of each worker (and of ``tp model serve``'s process)
+before it imports this module; importing it makes those handlers redact
+(``train_platform.settings.redact_log_handlers``), as ``tp``'s and the ``ml`` commands' do,
+so no database password, S3 key or token reaches the service's log.
 """
 
 from __future__ import annotations
@@ -46,9 +51,10 @@ from ml.serving.cache import FeedbackStoreError
 from ml.serving.config import ServingConfig
 from ml.serving.runtime import FeedbackConflictError, ServingRuntime
 from train_platform.registry.identity import authenticate_bearer
-from train_platform.settings import get_settings
+from train_platform.settings import get_settings, redact_log_handlers
 
 log = logging.getLogger(__name__)
+redact_log_handlers()
 
 
 def _workers() -> int:
@@ -132,6 +138,7 @@ def _error(ctx: bentoml.Context, status: int, message: str, **headers: str) -> J
 )
 class InferenceService:
     def __init__(self) -> None:
+        redact_log_handlers()  # any handler added since the import, too
         settings = get_settings()
         self.settings = settings
         self.auth = bool(settings.api_clients)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -81,12 +82,49 @@ def redact(text: object, *, env: dict[str, str] | None = None) -> str:
     return _KEYWORD_SECRET.sub(lambda m: m["head"] + REDACTED, out)
 
 
+# The log line of the platform's own processes: tp, python -m ml.*.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class RedactingFormatter(logging.Formatter):
     """A log formatter whose output (message, arguments and traceback) goes through
-    ``redact``: the ``tp`` CLI's handler uses it, and so can any process's."""
+    ``redact``: the ``tp`` CLI's handler uses it, and so can any process's. With ``wraps``,
+    the lines are that formatter's (a library's own format), redacted."""
+
+    def __init__(self, *args: object, wraps: logging.Formatter | None = None, **kwargs: object):
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.wraps = wraps
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return redact(self.wraps.format(record) if self.wraps is not None else super().format(record))
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """``logging.basicConfig`` at ``level`` with one handler on stderr whose lines go
+    through ``RedactingFormatter`` (nothing, as ``basicConfig``, when the root logger
+    already has handlers). The ``tp`` command and the ``python -m ml.*`` commands use it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def redact_log_handlers() -> int:
+    """Make every handler already attached to the root logger or a named logger, and
+    logging's last resort, redact: each formatter is wrapped in a ``RedactingFormatter``
+    that keeps its format. For a process whose logging a library configures (the inference
+    service's workers and ``tp model serve``'s process, set up by BentoML before it imports
+    the service). Returns how many handlers were changed."""
+    loggers = [logging.getLogger()] + [logger for logger in list(logging.Logger.manager.loggerDict.values())
+                                       if isinstance(logger, logging.Logger)]
+    # logging's last resort prints what reaches no handler (a root logger configured
+    # without one, as BentoML's command-line configuration leaves it).
+    handlers = [handler for logger in loggers for handler in logger.handlers] + [logging.lastResort]
+    changed = 0
+    for handler in dict.fromkeys(h for h in handlers if h is not None):
+        if not isinstance(handler.formatter, RedactingFormatter):
+            handler.setFormatter(RedactingFormatter(wraps=handler.formatter or logging.Formatter()))
+            changed += 1
+    return changed
 
 
 def _split(value: str) -> tuple[str, ...]:

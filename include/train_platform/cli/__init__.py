@@ -19,7 +19,7 @@ import sys
 from importlib import import_module
 
 from train_platform.exceptions import TrainPlatformError
-from train_platform.settings import RedactingFormatter, redact
+from train_platform.settings import configure_logging, redact
 
 # Command groups in the order `tp --help` lists them.
 _GROUPS = ("pipeline", "dataset", "model", "storage")
@@ -53,9 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # --help prints here: inside main's pipe handling
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, still inside main
