@@ -35,12 +35,16 @@ class StatsCollector:
             window = self._windows[version] = _Window()
         return window
 
-    def served(self, version: int, latency_ms: float) -> None:
+    def served(self, version: int, latency_ms: float, *, cached: bool = False) -> None:
+        """A request answered. Its latency counts only when the model computed the answer: a
+        cache hit's says nothing of the version, and in an A/B phase the arm with more traffic
+        has more hits, so with them production would look faster than an equal candidate."""
         with self._lock:
             w = self._window(version)
             w.requests += 1
-            w.latency_ms_sum += latency_ms
-            w.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+            if not cached:
+                w.latency_ms_sum += latency_ms
+                w.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
 
     def failed(self, version: int) -> None:
         """A server-side failure (model error, overload): counts against the version.

@@ -46,7 +46,7 @@ def test_promotes_a_candidate_no_worse_than_production():
 
 @pytest.mark.parametrize("candidate, reason", [
     (stats(2, errors=80), "error rate 8.00% > production 0.20%"),
-    (stats(2, latency_ms=90.0), "p95 latency 100 ms > 17.5 ms allowed"),
+    (stats(2, latency_ms=90.0), "p95 latency 98 ms > 17.1875 ms allowed"),
     (stats(2, labelled=200, correct=120), "accuracy on confirmed labels 60.00% < production 90.00%"),
 ])
 def test_rolls_back_a_worse_candidate(candidate, reason):
@@ -197,3 +197,18 @@ def test_daily_deployment_pipeline_compiles_to_a_daily_dag():
         "deploy": "DeploymentOperator", "package-production": "PackagingOperator"}
     assert dag.get_task("package-production").upstream_task_ids == {"deploy"}
     assert dag.timetable.expression == "0 0 * * *"  # @daily
+
+
+def test_the_p95_is_interpolated_inside_its_histogram_bucket():
+    from train_platform.registry import LiveStats
+
+    buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    buckets[LATENCY_BUCKETS_MS.index(25)] = 90   # (15, 25] ms
+    buckets[LATENCY_BUCKETS_MS.index(40)] = 10   # (25, 40] ms
+    live = LiveStats(version=1, requests=100, latency_ms_sum=2100.0, latency_buckets=tuple(buckets))
+    assert live.latency_quantile_ms(0.95) == 32.5  # half way into (25, 40]: 95 of 100 lies 5 of its 10 in
+    assert live.latency_quantile_ms(0.5) == pytest.approx(15 + 10 * 50 / 90, abs=1e-3)
+    assert live.mean_latency_ms == 21.0
+    slow = list(buckets)
+    slow[-1] = 1000  # past 2500 ms: the last finite bound
+    assert LiveStats(version=1, requests=1100, latency_buckets=tuple(slow)).latency_quantile_ms(0.99) == 2500.0

@@ -344,6 +344,9 @@ def test_the_runtime_validates_each_request_once_and_batches_the_validated_sampl
     monkeypatch.setattr(ml.predict, "predict_validated", recording_predict)
     runtime = ServingRuntime(ServingConfig(model="inproc"), settings)
     assert runtime.cache.backend == "memory"
+    # Loading a version warmed it up (three single-sample forward passes) before any traffic.
+    assert len(validated) == 1 and [len(b) for b in batched] == [1, 1, 1]
+    validated.clear(), batched.clear()
 
     async def traffic():
         try:

@@ -38,22 +38,27 @@ class LiveStats:
 
     @property
     def mean_latency_ms(self) -> float | None:
-        served = self.requests - self.errors
-        return self.latency_ms_sum / served if served > 0 else None
+        """Over the timed answers (the histogram's), which leave out cache hits."""
+        timed = sum(self.latency_buckets)
+        return self.latency_ms_sum / timed if timed > 0 else None
 
     def latency_quantile_ms(self, q: float) -> float | None:
-        """Upper bound of the histogram bucket holding the q-quantile (conservative)."""
+        """The q-quantile of the answers the model computed (the serving side leaves cache
+        hits out), interpolated linearly inside the histogram bucket that holds it, as
+        Prometheus' ``histogram_quantile`` does: taking the bucket's upper bound instead would
+        put a 26 ms p95 at 40 ms, next to a 25 ms one. Past the last finite bound it is that
+        bound."""
         total = sum(self.latency_buckets)
         if total == 0:
             return None
         rank = q * total
-        seen = 0
-        bounds = (*schema.LATENCY_BUCKETS_MS, float("inf"))
-        for bound, count in zip(bounds, self.latency_buckets):
+        seen, lower = 0, 0.0
+        for bound, count in zip(schema.LATENCY_BUCKETS_MS, self.latency_buckets):
+            if count and seen + count >= rank:
+                return round(lower + (float(bound) - lower) * (rank - seen) / count, 3)
             seen += count
-            if seen >= rank:
-                return float(bound)
-        return float("inf")
+            lower = float(bound)
+        return float(schema.LATENCY_BUCKETS_MS[-1])
 
 
 class LiveStatsMixin:
