@@ -20,7 +20,9 @@ with ``schedule: {assets: ["tp://NAME@main"]}`` (the incremental-training one) s
 the confirmed labels with no one pressing a button.
 
 Input ``data`` (the first input when not named so): the review branch as a dataset ref
-``tp://NAME@BRANCH``. Optional input ``check``: the report folder of an annotation check
+``tp://NAME@BRANCH``. NAME must be literal (the outlet alias is fixed when the DAG is
+parsed); BRANCH may be a template, such as ``review/{{ run_id | replace(':', '-') }}``,
+rendered when the task runs. Optional input ``check``: the report folder of an annotation check
 (``tp dataset check --report``, the ``annotation_check`` type's output), whose findings the
 page shows on each sample. Parameters ``review_batch`` (only samples of that ingestion batch)
 and ``allow_new_classes`` (reviewers may type a class the dataset does not have yet;
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 
 # tp://NAME@BRANCH, checked without importing the dataset code (parse time stays light).
 _REF = re.compile(r"^tp://([a-z][a-z0-9_]{0,62})@([A-Za-z0-9][A-Za-z0-9._/-]{0,127})$")
+# The same with a Jinja template as the branch, checked again once rendered.
+_TEMPLATED_REF = re.compile(r"^tp://([a-z][a-z0-9_]{0,62})@(.*\{\{.*\}\}.*)$")
 PAGE_PATH = "/train-platform/review"
 
 
@@ -71,6 +75,7 @@ class ReviewOperator(ApprovalOperator):
 
     task_type = "review"
     ui_color = "#fdf3d8"
+    template_fields = (*ApprovalOperator.template_fields, "review_ref", "check_input")
 
     def __init__(
         self,
@@ -98,7 +103,7 @@ class ReviewOperator(ApprovalOperator):
         if not inputs:
             raise ValueError(f"{task_id}: review needs a `data` input, the review branch as tp://NAME@BRANCH")
         data = inputs.get("data") or next(iter(inputs.values()))
-        match = _REF.match(data)
+        match = _REF.match(data) or _TEMPLATED_REF.match(data)
         if not match:
             raise ValueError(f"{task_id}: review's `data` input must be a dataset branch tp://NAME@BRANCH, got {data!r}")
         super().__init__(
@@ -110,6 +115,7 @@ class ReviewOperator(ApprovalOperator):
             **kwargs,
         )
         self.dataset, self.review_branch = match.group(1), match.group(2)
+        self.review_ref = data
         self.check_input = inputs.get("check")
         self.mounts = list(mounts)
         self.task_mounts = list(task_mounts)
@@ -117,6 +123,16 @@ class ReviewOperator(ApprovalOperator):
         self.pipeline_version = pipeline_version
 
     # ----- helpers -----------------------------------------------------------------------
+    def _rendered_branch(self) -> None:
+        """The review branch once ``review_ref`` is rendered (a templated branch becomes a
+        real one, checked like a literal one)."""
+        match = _REF.match(self.review_ref or "")
+        if not match or match.group(1) != self.dataset:
+            raise ValueError(f"{self.task_id}: review's `data` input rendered to {self.review_ref!r}, "
+                             f"not a branch of tp://{self.dataset}")
+        self.review_branch = match.group(2)
+        self.subject = f"Review the pre-labels of {self.dataset}@{self.review_branch}"
+
     def _check_report(self) -> str | None:
         """The check report folder on this machine (container paths map as for local tasks)."""
         if not self.check_input:
@@ -148,6 +164,7 @@ class ReviewOperator(ApprovalOperator):
         from train_platform.review.journal import ReviewJournal
         from train_platform.settings import get_settings
 
+        self._rendered_branch()
         settings = get_settings()
         params = context.get("params") or {}
         batch = self._batch_param(context)
@@ -187,6 +204,7 @@ class ReviewOperator(ApprovalOperator):
         ti = context["ti"]
         journal = ReviewJournal(settings.catalog_uri)
         request = journal.request_for(ti.dag_id, ti.run_id, ti.task_id)
+        self.review_branch = request.review_branch  # the branch execute() rendered and recorded
         if "error" not in event and event.get("chosen_options") == [self.REJECT]:
             # Recorded first: on Reject the approval operator ends the task by skipping
             # the rest of the run, and nothing after its execute_complete runs.

@@ -216,3 +216,23 @@ def test_rejection_stops_the_run_and_merges_nothing(airflow_server):
         request = client.get(f"{P}/api/datasets/{name}/review/conflicts").json()["request"]
     assert {t["task_id"]: t["state"] for t in tis} == {"review": "success", "train": "skipped"}
     assert request["state"] == "rejected"
+
+
+def test_a_templated_review_branch_compiles_and_is_checked_once_rendered():
+    """A pipeline reviews a branch of its own run (review/{{ run_id }}): the dataset is fixed
+    at parse time (the outlet alias names it), the branch is checked when rendered."""
+    from operators.review import ReviewOperator
+
+    task = ReviewOperator(task_id="review", inputs={"data": "tp://vib@review/{{ run_id | replace(':', '-') }}"})
+    assert task.dataset == "vib" and {"review_ref", "check_input"} <= set(task.template_fields)
+    assert [alias.name for alias in task.outlets] == ["tp-merges-vib"]
+    task.review_ref = "tp://vib@review/manual__2026-01-02T03-04-05"  # as Airflow renders it
+    task._rendered_branch()
+    assert task.review_branch == "review/manual__2026-01-02T03-04-05"
+    assert task.subject == "Review the pre-labels of vib@review/manual__2026-01-02T03-04-05"
+    for rendered in ("tp://vib@review/has space", "tp://other@review/x"):
+        task.review_ref = rendered
+        with pytest.raises(ValueError, match="rendered to"):
+            task._rendered_branch()
+    with pytest.raises(ValueError, match="must be a dataset branch"):
+        ReviewOperator(task_id="review", inputs={"data": "tp://{{ params.dataset }}@review/x"})
