@@ -228,6 +228,10 @@ def test_every_task_of_the_shipped_pipelines_is_a_valid_pod(path, tp_home, kubec
     dag = build_dag(load_pipeline(path), source=str(path), active=True, settings=get_settings())
     assert dag.tasks
     for task in dag.tasks:
+        if not hasattr(task, "pod_operator_kwargs"):
+            # A review waits for people and merges in the Airflow worker: it never is a pod.
+            assert task.task_type == "review", (task.task_id, type(task).__name__)
+            continue
         command = task.command or ["python", "-m", "train_platform.cli", "--help"]
         kwargs = task.pod_operator_kwargs(command, {"TP_RUN_ID": "manual__1", "TP_TASK_ID": task.task_id})
         manifest = ApiClient().sanitize_for_serialization(KubernetesPodOperator(**kwargs).build_pod_request_obj())
