@@ -43,7 +43,7 @@ test: install
 	$(VENV)/bin/lint-imports
 	bash scripts/services.sh start
 	set -a; source .services/env; set +a; \
-	  $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	  $(PY) -m pytest -q --durations=40 $(PYTEST_ARGS); rc=$$?; \
 	  bash scripts/services.sh stop; exit $$rc
 
 bench: install $(BENCH_STAMP)

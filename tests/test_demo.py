@@ -36,7 +36,10 @@ def _processes_of(home: Path, pids: bool = False) -> list[str]:
 
 
 def test_one_round_of_the_demo_closes_the_loop_and_reports(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TP_"))}
+    # A plain shell: none of the suite's settings, and no make of ours around it (`make test`
+    # runs this test; an outer make's MAKEFLAGS/MAKELEVEL would make the demo's make print
+    # "Entering/Leaving directory" after the report line).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TP_", "MAKE", "MFLAGS"))}
     env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p)
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), TP_HOME=str(tmp_path / "tp"))
     readme = (ROOT / "README.md").read_text()

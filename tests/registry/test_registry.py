@@ -181,7 +181,7 @@ def test_live_stats_add_up_across_replicas_and_windows(registry, checkpoints):
     stats = registry.live_stats("sensor", 1)
     assert (stats.requests, stats.errors, stats.labelled, stats.correct) == (15, 1, 5, 4)
     assert stats.accuracy == pytest.approx(0.8)
-    assert stats.latency_quantile_ms(0.95) == 10.0
+    assert stats.latency_quantile_ms(0.95) == 9.75  # rank 19 of 20, interpolated inside the (5, 10] ms bucket
     assert registry.live_stats("sensor", 2).requests == 0
 
 
