@@ -398,8 +398,9 @@ def waiting_review(airflow: Airflow, run_id: str) -> dict:
 
     def parked() -> dict | None:
         details = airflow.api("GET", f"/api/v2/dags/{INTAKE}/dagRuns/{quoted}/hitlDetails?response_received=false")
-        review = next((t for t in airflow.task_instances(INTAKE, run_id) if t["task_id"] == "review"), None)
-        failed = [t["task_id"] for t in airflow.task_instances(INTAKE, run_id) if t["state"] in ("failed", "upstream_failed")]
+        tasks = airflow.task_instances(INTAKE, run_id)
+        review = next((t for t in tasks if t["task_id"] == "review"), None)
+        failed = [t["task_id"] for t in tasks if t["state"] in ("failed", "upstream_failed")]
         if failed:
             raise SystemExit(f"run {run_id} of {INTAKE}: task(s) {', '.join(failed)} failed; see their logs in the UI")
         if details["hitl_details"] and review and review["state"] in ("deferred", "awaiting_input"):
@@ -563,9 +564,9 @@ def demo(env: dict[str, str], work: Path, services: list[Service]) -> tuple[list
     say(f"v1: accuracy {v1['accuracy']:.3f} on held-out {data.classes[:2]}")
     endpoint = Endpoint(env, home / "demo-serve.log").start()
     services.append(endpoint)
-    with __import__("numpy").load(work / "traffic.npz") as archive:
-        sample, truth = archive["X"][0].tolist(), str(archive["y"][0])
+    sample, sample_id = _first_sample(work)
     answer = endpoint.predict(sample, "device-17")
+    truth = data.truth[sample_id]
     say(f"endpoint {endpoint.url}: POST /predict (true activity {truth!r}) -> {answer['label']!r} "
         f"from v{answer['model_version']}")
     airflow.unpause(DEPLOYMENT)
@@ -627,7 +628,7 @@ def one_round(round_no: int, env: dict[str, str], s3_env: dict[str, str], work: 
     airflow.wait_run(DEPLOYMENT, deploy_run)
     answer = wait_for(f"the endpoint to answer with v{version}", lambda: (
         lambda a: a if int(a["model_version"]) == version else None)(endpoint.predict(
-            _first_sample(work), f"round{round_no}-after")), 60, alive=endpoint.alive)
+            _first_sample(work)[0], f"round{round_no}-after")), 60, alive=endpoint.alive)
     say(f"endpoint now answers from v{answer['model_version']} (production), no restart")
 
     cand, prod = per_class(figures), per_class(figures.get("baseline") or {})
@@ -666,11 +667,12 @@ def flushed(env: dict[str, str], per_arm: int) -> bool:
                for v in (experiment.candidate_version, experiment.control_version))
 
 
-def _first_sample(work: Path) -> list:
+def _first_sample(work: Path) -> tuple[list, str]:
+    """The first held-out recording the endpoint is called with, and its sample id."""
     import numpy as np
 
     with np.load(work / "traffic.npz") as archive:
-        return archive["X"][0].tolist()
+        return archive["X"][0].tolist(), str(archive["ids"][0])
 
 
 def upload(s3_env: dict[str, str], path: Path, key: str) -> None:
