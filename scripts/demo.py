@@ -321,14 +321,15 @@ class Data:
 
 
 # ----- the figures of a round ------------------------------------------------------------------
-def evaluation_of(env: dict[str, str], run_id: str) -> dict:
-    """The evaluate task's metrics.json of a run of the training pipeline: the candidate's
-    figures on the held-out data and, under ``baseline``, production's on the same data. The
-    task wrote it to /mnt/user/results/MODEL/RUN_ID, the chart's claim `user-results`, which
-    the embedded shape keeps under TP_HOME/mounts/pvc/."""
-    found = list((Path(env["TP_HOME"]) / "mounts").glob(f"*/user-results/{MODEL}/{run_id}/metrics.json"))
+def run_output(env: dict[str, str], claim: str, run_id: str) -> dict:
+    """``metrics.json`` that a task of the training pipeline's run ``run_id`` wrote under
+    /mnt/user/<claim>/MODEL/RUN_ID, a claim of the chart (`user-results`: the evaluation,
+    the candidate's figures and, under ``baseline``, production's on the same data;
+    `user-models`: ml.train's own figures). The embedded shape keeps claims under
+    TP_HOME/mounts/pvc/."""
+    found = list((Path(env["TP_HOME"]) / "mounts").glob(f"*/user-{claim}/{MODEL}/{run_id}/metrics.json"))
     if len(found) != 1:
-        raise SystemExit(f"expected one evaluation of run {run_id} under {env['TP_HOME']}/mounts, found {found}")
+        raise SystemExit(f"expected one user-{claim} output of run {run_id} under {env['TP_HOME']}/mounts, found {found}")
     return json.loads(found[0].read_text())
 
 
@@ -357,15 +358,6 @@ def full_retrain(env: dict[str, str], work: Path, round_no: int, epochs: int) ->
     return {"seconds": trained["train_seconds_this_process"], "process_seconds": seconds,
             "samples": trained["samples_processed"] + trained.get("forward_only_samples", 0),
             "accuracy": metrics.get("accuracy"), "per_class": per_class(metrics)}
-
-
-def training_of(env: dict[str, str], run_id: str) -> dict:
-    """ml.train's metrics.json of the train task of a run of the training pipeline (its output
-    /mnt/user/models/MODEL/RUN_ID, the chart's claim `user-models`)."""
-    found = list((Path(env["TP_HOME"]) / "mounts").glob(f"*/user-models/{MODEL}/{run_id}/metrics.json"))
-    if len(found) != 1:
-        raise SystemExit(f"expected one trained model of run {run_id} under {env['TP_HOME']}/mounts, found {found}")
-    return json.loads(found[0].read_text())
 
 
 # ----- the simulated reviewer ----------------------------------------------------------------
@@ -558,7 +550,7 @@ def demo(env: dict[str, str], work: Path, services: list[Service]) -> tuple[list
     run_id = airflow.trigger(TRAINING, {})
     airflow.wait_run(TRAINING, run_id)
     check_logs(airflow, TRAINING, run_id)
-    v1 = evaluation_of(env, run_id)
+    v1 = run_output(env, "results", run_id)
     rounds = [{"round": 0, "version": 1, "classes": data.classes[:2], "accuracy": v1["accuracy"],
                "per_class": per_class(v1)}]
     say(f"v1: accuracy {v1['accuracy']:.3f} on held-out {data.classes[:2]}")
@@ -608,9 +600,9 @@ def one_round(round_no: int, env: dict[str, str], s3_env: dict[str, str], work: 
     airflow.wait_run(TRAINING, training_run["dag_run_id"])
     check_logs(airflow, TRAINING, training_run["dag_run_id"])
     version = round_no + 1
-    figures = evaluation_of(env, training_run["dag_run_id"])
+    figures = run_output(env, "results", training_run["dag_run_id"])
     train_ti = next(t for t in airflow.task_instances(TRAINING, training_run["dag_run_id"]) if t["task_id"] == "train")
-    trained = training_of(env, training_run["dag_run_id"])
+    trained = run_output(env, "models", training_run["dag_run_id"])
     say(f"full retrain for comparison: the same training code from scratch on the same data")
     full = full_retrain(env, work, round_no, epochs=30)
 
