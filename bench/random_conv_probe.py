@@ -70,22 +70,14 @@ def ours(train, test, seed: int) -> dict:
 
 def minirocket(train, test, seed: int, threads: int) -> dict:
     from aeon.classification.convolution_based import MiniRocketClassifier
+    from quality import panel  # bench/quality.py: the same padding MiniRocket gets there
 
     length = max(max(len(s) for s in train.series), max(len(s) for s in test.series))
-
-    def panel(data):
-        out = np.zeros((len(data.series), data.n_channels, length))
-        for i, s in enumerate(data.series):
-            s = np.asarray(s, dtype=np.float64)
-            out[i, :, : len(s)] = s.T
-            out[i, :, len(s):] = s[-1][:, None]
-        return out
-
     model = MiniRocketClassifier(n_jobs=threads, random_state=seed)
     t0 = time.monotonic()
-    model.fit(panel(train), np.asarray(train.labels))
+    model.fit(panel(train, length), np.asarray(train.labels))
     fit_s = time.monotonic() - t0
-    acc = float(np.mean(model.predict(panel(test)) == np.asarray(test.labels)))
+    acc = float(np.mean(model.predict(panel(test, length)) == np.asarray(test.labels)))
     return {"accuracy": acc, "train_seconds": round(fit_s, 1),
             "config": f"aeon MiniRocketClassifier defaults, n_jobs={threads}, random_state={seed}"}
 
