@@ -130,7 +130,7 @@ def build_examples(data: SeriesData, task: str, *, context_len: int = 36, horizo
 def split_validation(data: SeriesData, task: str, fraction: float, seed: int, *,
                      context: int = 0, min_len: int = 2) -> tuple[SeriesData, SeriesData | None]:
     """Hold out ``fraction`` for validation: whole series for classification/regression
-    (stratified by class), the last part in time of each series for forecasting/anomaly
+    (stratified by class, at least one of each class with two or more), the last part in time of each series for forecasting/anomaly
     (preceded by ``context`` steps of history). Series whose held-out part would be shorter
     than ``min_len`` give no validation data."""
     if fraction <= 0:
@@ -143,7 +143,10 @@ def split_validation(data: SeriesData, task: str, fraction: float, seed: int, *,
         val = []
         for idx in groups.values():
             idx = list(rng.permutation(idx))
-            val.extend(idx[: int(round(len(idx) * fraction))])
+            # At least one series of every class that has two, so that even a small data set
+            # validates each class (the ridge head's blend with the Transformer's is chosen there).
+            n_val = int(round(len(idx) * fraction))
+            val.extend(idx[: max(n_val, 1) if len(idx) >= 2 else n_val])
         val_set = set(int(v) for v in val)
         if not val_set:
             return data, None

@@ -5,6 +5,8 @@ Inputs are a dict of modalities. ``sensor`` (B, T, C) with its padding mask is r
 has a small encoder producing ``d_model`` tokens plus a learned modality embedding; the token
 sequences are joined and run through one pre-norm ``nn.TransformerEncoder``. Four heads read
 the result: classification (expandable), regression, forecasting and anomaly scoring.
+Classification and regression add a ridge head over fixed random-convolution features of
+the sensor series (``ml.random_conv``), fitted in closed form by ``ml.training_run``.
 
 ``forward(inputs, task, targets=None) -> (outputs, loss)`` serves training and inference.
 """
@@ -12,11 +14,13 @@ the result: classification (expandable), regression, forecasting and anomaly sco
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ml.random_conv import RandomConvFeatures, RidgeHead
 
 TASKS = ("classification", "regression", "forecasting", "anomaly")
 
@@ -46,6 +50,12 @@ class ModelConfig:
     series_norm: bool = True  # also feed each series z-normalised by its own mean/std (UCR-style)
     patch_len: int = 0  # steps per token; 0 = chosen from the training data (see max_tokens)
     max_tokens: int = 64  # patch_len = ceil(longest training series / max_tokens)
+    # Classification and regression also read fixed random dilated convolution features
+    # (``ml.random_conv``) through a ridge head fitted in closed form before gradient training;
+    # the Transformer's head adds to it. 0 features = Transformer only. The dilations are
+    # chosen from the training data's longest series (empty = the feature bank is off).
+    random_features: int = 9996
+    random_dilations: list = field(default_factory=list)
     n_classes: int = 0  # grows with head expansion in class-incremental training
     n_targets: int = 1  # regression outputs per sample
     horizon: int = 12  # forecasting steps; 12 = one season of monthly data
@@ -247,6 +257,20 @@ class TimeSeriesTransformer(nn.Module):
             self.text.weight[TEXT_PAD_ID].zero_()
         # Built last, so the other modules' initial weights do not depend on the stem.
         self.stem = ConvStem(cfg) if cfg.conv_stem else None
+        self.random_features = None
+        if cfg.random_features and cfg.random_dilations:
+            # Buffers drawn from numpy's generator: torch's stream (and so every other
+            # module's initial weights) is the same with or without them.
+            self.random_features = RandomConvFeatures(cfg.n_channels, cfg.random_dilations, cfg.random_features)
+            n = self.random_features.n_features
+            self.ridge_classifier = RidgeHead(n, cfg.n_classes)
+            self.ridge_regressor = RidgeHead(n, cfg.n_targets)
+            self.ridge_scale = nn.Parameter(torch.ones(()))
+            # The ridge part decides at first; the Transformer's head learns what it adds.
+            with torch.no_grad():
+                for lin in (self.classifier.linear, self.regressor):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
 
     # ---- building the token sequence -------------------------------------------------------
     def _tokens(self, inputs: dict[str, torch.Tensor], causal: bool, patched: bool = False):
@@ -326,7 +350,10 @@ class TimeSeriesTransformer(nn.Module):
         return (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, d)
 
     # ---- forward ---------------------------------------------------------------------------
-    def forward(self, inputs: dict[str, torch.Tensor], task: str, targets: torch.Tensor | None = None):
+    def forward(self, inputs: dict[str, torch.Tensor], task: str, targets: torch.Tensor | None = None,
+                ridge_out: torch.Tensor | None = None):
+        """``ridge_out``: the ridge head's outputs to use instead of computing them (in
+        training, each example's leave-one-out prediction; see ``ml.continual.trainer``)."""
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
         if task == "forecasting":
@@ -337,11 +364,38 @@ class TimeSeriesTransformer(nn.Module):
         pooled = self._pool(h, valid)
         if task == "classification":
             logits = self.classifier(pooled)  # (B, K)
+            ridge = self._ridge(inputs, "classification", ridge_out)
+            if ridge is not None:
+                logits = logits + self.ridge_scale * ridge[:, : logits.shape[1]]
             loss = None if targets is None else F.cross_entropy(logits.float(), targets.long())
             return {"logits": logits}, loss
         value = self.regressor(pooled)  # (B, n_targets)
+        ridge = self._ridge(inputs, "regression", ridge_out)
+        if ridge is not None:
+            value = value + self.ridge_scale * ridge
         loss = None if targets is None else F.mse_loss(value.float(), targets.float().view_as(value))
         return {"value": value}, loss
+
+    def ridge_head(self, task: str) -> RidgeHead | None:
+        """The closed-form head of ``task`` (None without the random-feature bank)."""
+        if self.random_features is None:
+            return None
+        return self.ridge_classifier if task == "classification" else self.ridge_regressor
+
+    def ridge_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The random-convolution features of a batch (given in ``inputs`` when computed before)."""
+        if inputs.get("random_features") is not None:
+            return inputs["random_features"]
+        x = inputs["sensor"]
+        valid = inputs.get("sensor_mask")
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if valid is None else valid.bool()
+        return self.random_features(x.float(), valid)
+
+    def _ridge(self, inputs, task: str, ridge_out):
+        head = self.ridge_head(task)
+        if head is None or not bool(head.fitted):
+            return None
+        return ridge_out if ridge_out is not None else head(self.ridge_features(inputs))
 
     def _forecast(self, inputs, targets):
         cfg = self.cfg
@@ -386,4 +440,6 @@ class TimeSeriesTransformer(nn.Module):
 
     def expand_classes(self, n_new: int) -> None:
         self.classifier.expand(n_new)
+        if self.random_features is not None:
+            self.ridge_classifier.grow(n_new)  # refitted with the new classes before training
         self.cfg.n_classes = self.classifier.n_classes

@@ -8,11 +8,13 @@ kernel, dilation and bias. ``RidgeHead`` is a ridge regression on such features 
 intercept, its penalty chosen by exact leave-one-out error, as scikit-learn's
 ``RidgeClassifierCV`` does.
 
-Not yet wired into ``ml.model``: today its tests and ``bench/random_conv_probe.py`` use it.
-That probe (``bench/results/random_conv_probe.json``) measures features + ridge alone, on
-globally normalised ragged series, against aeon's MiniRocket on the same splits: accuracy
-ratios 1.02 (ArrowHead), 0.978 (OSULeaf), 1.00 (ACSF1, BasicMotions), 1.006
-(JapaneseVowels), fitted in 1-24 s on one thread.
+``ml.model`` holds a bank of these features and a ridge head per task (classification and
+regression); ``ml.training_run`` fits the ridge before gradient training and the
+Transformer's head learns what it adds. ``bench/random_conv_probe.py``
+(``bench/results/random_conv_probe.json``) measures features + ridge alone, on globally
+normalised ragged series, against aeon's MiniRocket on the same splits: accuracy ratios
+1.02 (ArrowHead), 0.978 (OSULeaf), 1.00 (ACSF1, BasicMotions), 1.006 (JapaneseVowels),
+fitted in 1-24 s on one thread.
 
 Written in torch rather than taken from aeon's ``MiniRocket`` so that it can live in the
 model: buffers saved in the checkpoint, one forward pass that honours the padding mask of
@@ -118,11 +120,11 @@ class RandomConvFeatures(nn.Module):
             if out is None:  # every series in the batch is shorter than this kernel's span
                 feats.append(x.new_zeros(b, N_KERNELS * self.n_biases))
                 continue
-            out = out.masked_fill(~ok.unsqueeze(1), float("-inf"))
-            srt = out.sort(dim=-1).values
-            bias = self.biases[i].unsqueeze(0).expand(b, -1, -1).contiguous()
-            below = torch.searchsorted(srt, bias, right=True)  # outputs <= bias, padding included
-            above = srt.shape[-1] - below  # (B, 84, n_biases)
+            out = out.masked_fill(~ok.unsqueeze(1), float("-inf"))  # padding is never above a bias
+            bias = self.biases[i].unsqueeze(0).unsqueeze(2)  # (1, 84, 1, n_biases)
+            # Counting by comparison beats sorting each output: only a few biases per kernel.
+            above = torch.cat([(out.unsqueeze(-1) > bias[..., j : j + 8]).sum(2)
+                               for j in range(0, self.n_biases, 8)], dim=-1)  # (B, 84, n_biases)
             n = ok.sum(-1, keepdim=True).clamp(min=1).unsqueeze(1)  # (B, 1, 1)
             feats.append((above.to(x.dtype) / n.to(x.dtype)).flatten(1))
         return torch.cat(feats, dim=1)
@@ -139,6 +141,7 @@ class RidgeHead(nn.Module):
         self.register_buffer("bias", torch.zeros(max(n_outputs, 1)))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.alpha = None
+        self.loo_predictions = None  # (N, K) after ``fit``; not saved
 
     @torch.no_grad()
     def fit(self, feats: torch.Tensor, targets: torch.Tensor) -> float:
@@ -164,6 +167,12 @@ class RidgeHead(nn.Module):
             if best is None or err < best[0]:
                 best = (err, alpha)
         self.alpha = best[1]
+        shrink = s2 / (s2 + self.alpha)
+        h = (u * u) @ shrink + 1.0 / n
+        fitted = u @ (shrink.unsqueeze(1) * uty) + ym
+        # Each row's prediction by the fit without that row: what the head would say of it
+        # unseen (a trainer trains what is added to the head against these, not the fit's own).
+        self.loo_predictions = (y - (y - fitted) / (1 - h).clamp(min=1e-9).unsqueeze(1)).float()
         coef = vt.T @ ((s / (s2 + self.alpha)).unsqueeze(1) * uty)  # (F, K) on scaled features
         self.weight.copy_((coef / scale.unsqueeze(1)).T.to(self.weight.dtype))
         self.bias.copy_((ym - xm @ coef).to(self.bias.dtype))  # (x/scale - xm) @ coef + ym

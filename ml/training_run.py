@@ -28,6 +28,7 @@ import torch
 
 from ml.checkpoint import (META_FILE, PLUGIN_DIR, Checkpoint, atomic_torch_save, atomic_write_json,
                            load_checkpoint, read_meta, save_checkpoint)
+from ml.collate import collate
 from ml.config import TrainConfig
 from ml.continual.strategies import build_plugins
 from ml.continual.trainer import Trainer, pick_device, set_determinism
@@ -37,6 +38,7 @@ from ml.model import TASKS, ModelConfig, TimeSeriesTransformer
 from ml.drift_reference import drift_reference
 from ml.examples import build_examples, class_labels, split_validation
 from ml.normalization import Normalization
+from ml.random_conv import dilations_for
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,9 @@ def run(req: TrainRequest) -> TrainResult:
         if not mdict.get("patch_len"):
             longest = max(len(x) for x in train_data.series)
             mdict["patch_len"] = max(1, -(-longest // int(mdict.get("max_tokens", ModelConfig.max_tokens))))
+        if req.task in ("classification", "regression") and mdict.get("random_features", ModelConfig.random_features) \
+                and not mdict.get("random_dilations"):
+            mdict["random_dilations"] = dilations_for(max(len(x) for x in train_data.series))
         mcfg = ModelConfig.from_dict(mdict)
         model = TimeSeriesTransformer(mcfg)
     mcfg = model.cfg
@@ -210,7 +215,20 @@ def run(req: TrainRequest) -> TrainResult:
         atomic_torch_save(out / RESUME_FILE, {"epoch": epoch, "trainer": tr.state_dict(),
                                              "fingerprint": _fingerprint(req, cfg, ref)})
 
+    if req.task in ("classification", "regression") and model.random_features is not None:
+        # Also on resume: the fit is deterministic, and it gives back the leave-one-out
+        # outputs the interrupted run trained against (the biases come from the checkpoint).
+        replay = [p for p in plugins if p.name == "replay"]
+        memory = replay[0].memory if (continuing and replay) else []
+        # Validation rows too: every row's ridge output is then a leave-one-out one, as
+        # honest for the validation score as for training.
+        _fit_random_features(trainer, train_ex + (val_ex or []) + memory,
+                             refit_biases=not continuing and start_epoch == 0, calibrate=start_epoch == 0,
+                             seed=cfg.seed)
     trainer.fit(train_ex, val_ex, cfg.epochs, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+    transformer_weight = None
+    if req.task in ("classification", "regression") and model.random_features is not None and val_ex:
+        transformer_weight = _weigh_transformer_head(trainer, val_ex)
     trainer.finish(train_ex)
     train_seconds = time.monotonic() - t0
     planned = cfg.epochs
@@ -232,6 +250,7 @@ def run(req: TrainRequest) -> TrainResult:
         "samples_processed": trainer.samples_processed, "forward_only_samples": trainer.forward_only_samples,
         "train_seconds_this_process": train_seconds, "history": trainer.history,
         "final": trainer.history[-1] if trainer.history else {},
+        "transformer_weight": transformer_weight,
     }
     if req.task == "anomaly":
         metrics["anomaly"] = meta["anomaly"]
@@ -243,6 +262,97 @@ def run(req: TrainRequest) -> TrainResult:
     save_checkpoint(out, trainer.model, meta, optimizer_state=trainer.optimizer.state_dict())
     (out / RESUME_FILE).unlink(missing_ok=True)
     return TrainResult(out, metrics, resumed_from_epoch=start_epoch, labels=labels)
+
+
+RIDGE_MAX_ROWS = 4000  # the ridge fit's SVD costs O(rows * features * min(rows, features))
+
+
+@torch.no_grad()
+def _fit_random_features(trainer: Trainer, examples: list[dict], *, refit_biases: bool, seed: int,
+                         calibrate: bool = True) -> None:
+    """Before gradient training: the random-convolution biases (a fresh model only) and the
+    ridge head, in closed form, on ``examples`` (the training and validation splits, plus the
+    replay memory in an incremental run; at most ``RIDGE_MAX_ROWS`` of them, drawn at random). The head's
+    leave-one-out predictions of those rows go to the trainer (``remember_ridge_outputs``)."""
+    model = trainer.model
+    t0 = time.monotonic()
+    if len(examples) > RIDGE_MAX_ROWS:
+        keep = np.random.default_rng(seed).choice(len(examples), RIDGE_MAX_ROWS, replace=False)
+        examples = [examples[i] for i in sorted(keep)]
+    trainer.forget_features()
+    if refit_biases:
+        inputs, _ = collate(examples, trainer.task, trainer.norm, device=trainer.device)
+        model.random_features.fit(inputs["sensor"].float(), inputs["sensor_mask"].bool(), seed=seed)
+    feats = trainer.random_features(examples)
+    _, targets = collate(examples, trainer.task, trainer.norm, label_index=trainer.label_index,
+                         target_norm=trainer.target_norm, device=trainer.device)
+    head = model.ridge_head(trainer.task)
+    if trainer.task == "classification":
+        y = -torch.ones(len(targets), model.cfg.n_classes, device=feats.device)
+        y[torch.arange(len(targets)), targets] = 1.0
+    else:
+        y = targets.float().view(len(targets), -1)
+    loo = head.fit(feats, y)
+    trainer.remember_ridge_outputs(examples, head.loo_predictions)
+    if trainer.task == "classification" and calibrate:  # (a resumed run keeps its trained scale)
+        # Ridge outputs live on the scale of the +-1 targets, far from confident logits:
+        # the scale that makes its leave-one-out outputs calibrated lets the Transformer's
+        # head learn only where the ridge head is wrong or unsure.
+        model.ridge_scale.fill_(_calibrated_scale(head.loo_predictions, targets))
+    log.info("random-convolution ridge head: %d features, %d rows, alpha %g, leave-one-out MSE %.4g, "
+             "scale %.3g (%.1fs)", feats.shape[1], len(examples), head.alpha, loo, float(model.ridge_scale),
+             time.monotonic() - t0)
+
+
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@torch.no_grad()
+def _weigh_transformer_head(trainer: Trainer, val: list[dict]) -> float:
+    """After gradient training: how much of the Transformer's head to keep beside the ridge
+    head, chosen on the validation split (whose ridge outputs are leave-one-out ones, so the
+    choice is honest) among ``BLEND_WEIGHTS`` by validation loss. On small data sets the
+    Transformer's head can fit noise the ridge head does not; a weight of 0 keeps the ridge
+    head's answer. The weight is folded into the head's own weights, so nothing new is saved."""
+    model = trainer.model
+    model.eval()
+    parts, truth = [], []
+    for s in range(0, len(val), 128):
+        inputs, targets = trainer.batch(val[s : s + 128])
+        ridge_out = inputs["ridge_out"]
+        with trainer.autocast():
+            outputs, _ = trainer._forward(inputs, targets)
+        full = (outputs["logits"] if trainer.task == "classification" else outputs["value"]).float()
+        ridge = model.ridge_scale * ridge_out[:, : full.shape[1]].float()
+        parts.append((full - ridge, ridge))
+        truth.append(targets)
+    own = torch.cat([p[0] for p in parts])
+    ridge = torch.cat([p[1] for p in parts])
+    y = torch.cat(truth)
+
+    def loss(w: float) -> float:
+        out = w * own + ridge
+        if trainer.task == "classification":
+            return float(torch.nn.functional.cross_entropy(out, y.long()))
+        return float(torch.nn.functional.mse_loss(out, y.float().view_as(out)))
+
+    losses = {w: loss(w) for w in BLEND_WEIGHTS}
+    best = min(BLEND_WEIGHTS, key=lambda w: (losses[w], -w))  # a tie keeps more of the Transformer
+    head = model.classifier.linear if trainer.task == "classification" else model.regressor
+    head.weight.mul_(best)
+    head.bias.mul_(best)
+    model.train()
+    log.info("Transformer head weight %.2f beside the ridge head (validation loss %s)", best,
+             ", ".join(f"{w:g}: {v:.4g}" for w, v in losses.items()))
+    return best
+
+
+def _calibrated_scale(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The temperature ``s`` (0.1 to 100, on a log grid) minimising the cross-entropy of
+    ``s * outputs`` against ``targets``."""
+    grid = torch.logspace(-1, 2, 61, device=outputs.device)
+    losses = torch.stack([torch.nn.functional.cross_entropy(s * outputs, targets.long()) for s in grid])
+    return float(grid[int(losses.argmin())])
 
 
 def _auto_epochs(task: str, n_train: int, cfg: TrainConfig) -> int:

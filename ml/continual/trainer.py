@@ -63,6 +63,8 @@ class Trainer:
         self.history: list[dict] = []
         self.planned_epochs: int | None = None  # set by the time budget after the first epoch
         self.best: dict | None = None  # {"score", "epoch", "model"} of the best validated epoch
+        self._feature_cache: dict[int, tuple[dict, torch.Tensor]] = {}  # id(example) -> features
+        self._ridge_cache: dict[int, tuple[dict, torch.Tensor]] = {}  # id(example) -> ridge output
 
     # ---- helpers ---------------------------------------------------------------------------
     def autocast(self):
@@ -71,13 +73,57 @@ class Trainer:
         return contextlib.nullcontext()
 
     def batch(self, examples: list[dict]):
-        return collate(examples, self.task, self.norm, label_index=self.label_index,
-                       target_norm=self.target_norm, device=self.device)
+        inputs, targets = collate(examples, self.task, self.norm, label_index=self.label_index,
+                                  target_norm=self.target_norm, device=self.device)
+        head = self.model.ridge_head(self.task) if self.task in ("classification", "regression") else None
+        if head is not None:
+            inputs["random_features"] = self.random_features(examples)
+            if bool(head.fitted):
+                inputs["ridge_out"] = self._ridge_outputs(examples, head, inputs["random_features"])
+        return inputs, targets
+
+    @torch.no_grad()
+    def random_features(self, examples: list[dict]) -> torch.Tensor:
+        """The fixed random-convolution features of each example, computed once per run:
+        they depend only on the series (not on the padding beside it, nor on any weight),
+        and recomputing them every step would cost more than the Transformer's step. Keyed by
+        the example object, which the training lists hold for the whole run."""
+        missing = [ex for ex in examples if id(ex) not in self._feature_cache]
+        for s in range(0, len(missing), 64):
+            chunk = missing[s : s + 64]
+            inputs, _ = collate(chunk, self.task, self.norm, device=self.device)
+            feats = self.model.random_features(inputs["sensor"].float(), inputs["sensor_mask"].bool())
+            for ex, f in zip(chunk, feats):
+                self._feature_cache[id(ex)] = (ex, f)  # the example is kept, so its id is never reused
+        return torch.stack([self._feature_cache[id(ex)][1] for ex in examples])
+
+    def remember_ridge_outputs(self, examples: list[dict], outputs: torch.Tensor) -> None:
+        """What the ridge head says of each of ``examples`` without having seen it (its
+        leave-one-out predictions): the Transformer's head is trained to add to these, so it
+        learns from the ridge head's real errors, not from its fit of the training rows."""
+        for ex, out in zip(examples, outputs):
+            self._ridge_cache[id(ex)] = (ex, out)
+
+    def forget_features(self) -> None:
+        self._feature_cache.clear()
+        self._ridge_cache.clear()
+
+    def _ridge_outputs(self, examples, head, feats) -> torch.Tensor:
+        out = head(feats)
+        for row, ex in enumerate(examples):
+            known = self._ridge_cache.get(id(ex))
+            if known is not None:
+                out[row] = known[1]
+        return out
+
+    def _forward(self, inputs: dict, targets):
+        ridge_out = inputs.pop("ridge_out", None)  # a teacher model (LwF) never sees this model's
+        return self.model(inputs, self.task, targets, ridge_out=ridge_out)
 
     def loss_on(self, examples: list[dict]) -> torch.Tensor:
         inputs, targets = self.batch(examples)
         with self.autocast():
-            _, loss = self.model(inputs, self.task, targets)
+            _, loss = self._forward(inputs, targets)
         return loss
 
     def _lr(self, step: int, total: int) -> float:
@@ -138,7 +184,7 @@ class Trainer:
                     group["lr"] = self._lr(self.global_step, total_steps)
                 inputs, targets = self.batch(batch)
                 with self.autocast():
-                    outputs, loss = self.model(inputs, self.task, targets)
+                    outputs, loss = self._forward(inputs, targets)
                     for p in self.plugins:
                         extra = p.before_backward(self, inputs, outputs, n_new)
                         if extra is not None:
@@ -217,7 +263,7 @@ class Trainer:
             chunk = val[s : s + 128]
             inputs, targets = self.batch(chunk)
             with self.autocast():
-                outputs, loss = self.model(inputs, self.task, targets)
+                outputs, loss = self._forward(inputs, targets)
             total += float(loss) * len(chunk)
             n += len(chunk)
             if self.task == "classification":

@@ -48,3 +48,62 @@ def test_ridge_head_matches_scikit_learns_ridge_classifier_cv():
     ours = head(torch.from_numpy(x_new).float()).numpy()
     theirs = ref.decision_function(x_new)
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3)
+
+
+def test_leave_one_out_predictions_are_those_of_the_fit_without_the_row():
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(30, 50))
+    y = np.stack([x[:, 0] - x[:, 1], x[:, 2]], axis=1) + 0.1 * rng.normal(size=(30, 2))
+    head = RidgeHead(50, 2)
+    head.fit(torch.from_numpy(x).float(), torch.from_numpy(y).float())
+    xs = x / x.std(0)  # the head scales by the std of all rows, the held-out one included
+    for row in (0, 7, 29):
+        rest = np.arange(30) != row
+        alone = Ridge(alpha=head.alpha).fit(xs[rest], y[rest]).predict(xs[row : row + 1])[0]
+        np.testing.assert_allclose(head.loo_predictions[row].numpy(), alone, rtol=1e-3, atol=1e-3)
+
+
+def _trainer_with_a_fitted_ridge_head():
+    from ml.config import TrainConfig
+    from ml.continual.trainer import Trainer
+    from ml.data import SeriesData
+    from ml.examples import build_examples
+    from ml.model import ModelConfig, TimeSeriesTransformer
+    from ml.normalization import Normalization
+    from ml.training_run import _fit_random_features
+    from tests.ml.conftest import TINY_MODEL, sine_classes
+
+    X, y = sine_classes(10, t=40)
+    data = SeriesData(ref="synthetic", series=X, ids=[str(i) for i in range(len(X))], labels=y)
+    mcfg = ModelConfig.from_dict({**TINY_MODEL, "n_channels": 2, "n_classes": 3, "random_features": 840,
+                                  "random_dilations": dilations_for(40)})
+    trainer = Trainer(TimeSeriesTransformer(mcfg), "classification", TrainConfig(log_every=0),
+                      norm=Normalization.fit(X), label_index={"c0": 0, "c1": 1, "c2": 2})
+    examples = build_examples(data, "classification")
+    _fit_random_features(trainer, examples, refit_biases=True, seed=0)
+    return trainer, examples[::2], examples[1::2]
+
+
+def test_training_adds_to_the_ridge_heads_leave_one_out_outputs():
+    trainer, train, _ = _trainer_with_a_fitted_ridge_head()
+    model = trainer.model
+    assert bool(model.ridge_classifier.fitted) and float(model.ridge_scale.detach()) > 1  # calibrated up from +-1 targets
+    inputs, _ = trainer.batch(train)
+    in_sample = model.ridge_classifier(inputs["random_features"])
+    assert not torch.allclose(inputs["ridge_out"], in_sample)  # the fit's own outputs would flatter it
+    loo = model.ridge_classifier.loo_predictions
+    assert torch.allclose(inputs["ridge_out"], loo[0::2][: len(train)])
+
+
+def test_the_transformer_heads_share_is_chosen_on_validation():
+    from ml.training_run import _weigh_transformer_head
+
+    trainer, _, val = _trainer_with_a_fitted_ridge_head()
+    head = trainer.model.classifier.linear
+    assert _weigh_transformer_head(trainer, val) == 1.0  # a zero head changes nothing: a tie keeps it
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(np.random.default_rng(0).normal(0, 50, size=head.weight.shape)))
+    assert _weigh_transformer_head(trainer, val) == 0.0  # a head of noise is dropped...
+    assert head.weight.abs().sum() == 0  # ...by folding the weight 0 into it
