@@ -130,8 +130,8 @@ def build_examples(data: SeriesData, task: str, *, context_len: int = 36, horizo
 def split_validation(data: SeriesData, task: str, fraction: float, seed: int, *,
                      context: int = 0, min_len: int = 2) -> tuple[SeriesData, SeriesData | None]:
     """Hold out ``fraction`` for validation: whole series for classification/regression
-    (stratified by class, at least one of each class with two or more), the last part in time of each series for forecasting/anomaly
-    (preceded by ``context`` steps of history). Series whose held-out part would be shorter
+    (stratified by class, at least one of each class with two or more), the last part in
+    time of each series for forecasting/anomaly (preceded by ``context`` steps of history). Series whose held-out part would be shorter
     than ``min_len`` give no validation data."""
     if fraction <= 0:
         return data, None

@@ -272,20 +272,20 @@ def _fit_random_features(trainer: Trainer, examples: list[dict], *, refit_biases
                          calibrate: bool = True) -> None:
     """Before gradient training: the random-convolution biases (a fresh model only) and the
     ridge head, in closed form, on ``examples`` (the training and validation splits, plus the
-    replay memory in an incremental run; at most ``RIDGE_MAX_ROWS`` of them, drawn at random). The head's
-    leave-one-out predictions of those rows go to the trainer (``remember_ridge_outputs``)."""
+    replay memory in an incremental run; at most ``RIDGE_MAX_ROWS`` of them, drawn at random).
+    The head's leave-one-out predictions of those rows go to the trainer
+    (``remember_ridge_outputs``)."""
     model = trainer.model
     t0 = time.monotonic()
     if len(examples) > RIDGE_MAX_ROWS:
         keep = np.random.default_rng(seed).choice(len(examples), RIDGE_MAX_ROWS, replace=False)
         examples = [examples[i] for i in sorted(keep)]
     trainer.forget_features()
+    inputs, targets = collate(examples, trainer.task, trainer.norm, label_index=trainer.label_index,
+                              target_norm=trainer.target_norm, device=trainer.device)
     if refit_biases:
-        inputs, _ = collate(examples, trainer.task, trainer.norm, device=trainer.device)
         model.random_features.fit(inputs["sensor"].float(), inputs["sensor_mask"].bool(), seed=seed)
     feats = trainer.random_features(examples)
-    _, targets = collate(examples, trainer.task, trainer.norm, label_index=trainer.label_index,
-                         target_norm=trainer.target_norm, device=trainer.device)
     head = model.ridge_head(trainer.task)
     if trainer.task == "classification":
         y = -torch.ones(len(targets), model.cfg.n_classes, device=feats.device)
