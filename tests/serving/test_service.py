@@ -51,6 +51,18 @@ def many(url: str, bodies: list[dict]) -> list[tuple[int, dict]]:
     return asyncio.run(_many(url, bodies))
 
 
+def test_starting_a_server_leaves_the_callers_logging_as_it_was(served, caplog):
+    """bentoml.serve configures the calling process's logging for a server and disables every
+    logger that exists; start_server (which `served` went through) puts them back."""
+    import logging
+
+    log = logging.getLogger("train_platform.registry.checkpoints")  # imported before the server started
+    assert not log.disabled
+    with caplog.at_level(logging.INFO):
+        log.info("still heard after the server started")
+    assert "still heard after the server started" in caplog.text
+
+
 def test_predictions_equal_the_model_called_directly(served):
     import bentoml
 
