@@ -39,11 +39,14 @@ $(BENCH_STAMP): requirements.txt requirements-bench.txt constraints.txt
 demo: install
 	$(PY) scripts/demo.py
 
+# One pytest worker per core (at least 2: most tests wait on subprocesses and servers); a
+# test file runs whole on one worker, so its module fixtures are built once.
+TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -lt 2 ] && n=2; echo $$n)
 test: install
 	$(VENV)/bin/lint-imports
 	bash scripts/services.sh start
 	set -a; source .services/env; set +a; \
-	  $(PY) -m pytest -q --durations=40 $(PYTEST_ARGS); rc=$$?; \
+	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40 $(PYTEST_ARGS); rc=$$?; \
 	  bash scripts/services.sh stop; exit $$rc
 
 bench: install $(BENCH_STAMP)

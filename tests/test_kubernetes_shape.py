@@ -28,7 +28,7 @@ CHART_DIR = ROOT / "helm" / "train-platform"
 KUBE_VERSIONS = ("1.27", "1.30", "1.37")
 RELEASE = NAMESPACE = "train-platform"
 # Packages only tests use; none may reach an image.
-TEST_PACKAGES = {"pytest", "moto", "playwright", "kubernetes-validate", "helm-python-sdk", "import-linter",
+TEST_PACKAGES = {"pytest", "pytest-xdist", "moto", "playwright", "kubernetes-validate", "helm-python-sdk", "import-linter",
                  "scikit-activeml"}
 
 
