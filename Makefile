@@ -40,13 +40,14 @@ demo: install
 	$(PY) scripts/demo.py
 
 # One pytest worker per core (at least 2: most tests wait on subprocesses and servers); a
-# test file runs whole on one worker, so its module fixtures are built once.
+# test file runs whole on one worker, so its module fixtures are built once; files go out in
+# collection order (tests/conftest.py puts the ones marked `long` first), not by test count.
 TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -lt 2 ] && n=2; echo $$n)
 test: install
 	$(VENV)/bin/lint-imports
 	bash scripts/services.sh start
 	set -a; source .services/env; set +a; \
-	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40 $(PYTEST_ARGS); rc=$$?; \
+	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=40 $(PYTEST_ARGS); rc=$$?; \
 	  bash scripts/services.sh stop; exit $$rc
 
 bench: install $(BENCH_STAMP)

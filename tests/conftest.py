@@ -64,3 +64,15 @@ def s3_endpoint() -> str:
 @pytest.fixture(scope="session")
 def python_exe() -> str:
     return sys.executable
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with a test marked ``long(minutes=N)`` run first, longest first: `make test`
+    spreads whole files over parallel workers, and a long file started last would keep one
+    worker busy after the others are done. The sort is stable, so the rest keep their order."""
+    minutes: dict = {}
+    for item in items:
+        marker = item.get_closest_marker("long")
+        if marker is not None:
+            minutes[item.path] = max(minutes.get(item.path, 0), marker.kwargs.get("minutes", 1))
+    items.sort(key=lambda item: -minutes.get(item.path, 0))

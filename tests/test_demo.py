@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(minutes=4)]
 
 ROOT = Path(__file__).resolve().parents[1]
 

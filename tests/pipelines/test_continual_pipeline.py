@@ -12,7 +12,7 @@ import pytest
 
 from tests.pipelines.helpers import BIN, ROOT, airflow_project, dags_test
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(minutes=4)]
 PIPELINE = ROOT / "dags" / "pipelines" / "sensor-continual-learning.yaml"
 DAILY = ROOT / "dags" / "pipelines" / "daily-deployment.yaml"
 

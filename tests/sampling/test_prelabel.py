@@ -15,7 +15,7 @@ import pytest
 from tests.registry.models import TINY_CONFIG
 from tests.sampling.conftest import OWNER, ROOT
 
-pytestmark = pytest.mark.parametrize("backend", ["local"], indirect=True)
+pytestmark = [pytest.mark.parametrize("backend", ["local"], indirect=True), pytest.mark.long(minutes=2)]
 
 
 def model_answers(checkpoints, pool) -> dict[str, dict]:
