@@ -38,8 +38,10 @@ class TrainConfig:
     epochs: int | None = None
     steps: int = 400  # step budget of an auto-epoch classification/regression run
     max_epochs: int = 500  # cap of the auto epoch count (tiny data sets: one step per epoch)
-    # Wall-clock budget: after each epoch the run plans no more epochs than fit in it
-    # (0 = no budget). The planned count is saved for --resume, so a resumed run ends alike.
+    # Wall-clock budget of the whole run: after each epoch the run plans no more epochs than
+    # fit in what is left of it once the ridge head's fit is counted, keeping 5% for the work
+    # after the last epoch (0 = no budget). The planned count is saved for --resume, so a
+    # resumed run ends alike.
     time_budget_s: float = 50.0
     # Classification/regression: keep the weights of the epoch with the best validation
     # result (accuracy, then loss; regression: loss) and end with them: early stopping without

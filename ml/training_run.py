@@ -225,7 +225,12 @@ def run(req: TrainRequest) -> TrainResult:
         _fit_random_features(trainer, train_ex + (val_ex or []) + memory,
                              refit_biases=not continuing and start_epoch == 0, calibrate=start_epoch == 0,
                              seed=cfg.seed)
-    trainer.fit(train_ex, val_ex, cfg.epochs, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+    # The budget is the whole run's: what the ridge head's fit took comes off the epochs'
+    # share, and a few percent stay for what follows them (head weighting, last checkpoint).
+    spent = time.monotonic() - t0
+    budget = max(0.05 * cfg.time_budget_s, 0.95 * cfg.time_budget_s - spent) if cfg.time_budget_s > 0 else 0.0
+    trainer.fit(train_ex, val_ex, cfg.epochs, start_epoch=start_epoch, on_epoch_end=on_epoch_end,
+                time_budget_s=budget)
     transformer_weight = None
     if req.task in ("classification", "regression") and model.random_features is not None and val_ex:
         transformer_weight = _weigh_transformer_head(trainer, val_ex)

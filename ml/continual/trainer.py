@@ -158,7 +158,11 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, train: list[dict], val: list[dict] | None, epochs: int, *, start_epoch: int = 0,
-            on_epoch_end: Callable[[int, "Trainer"], None] | None = None) -> list[dict]:
+            on_epoch_end: Callable[[int, "Trainer"], None] | None = None,
+            time_budget_s: float | None = None) -> list[dict]:
+        """Trains ``epochs`` epochs, fewer when they would not fit in ``time_budget_s``
+        (default: the config's; the caller passes what is left of the run's budget)."""
+        budget = self.cfg.time_budget_s if time_budget_s is None else time_budget_s
         bs = self.cfg.batch_size
         steps_per_epoch = math.ceil(len(train) / bs)
         if self.planned_epochs is not None:  # resumed after the budget shortened the run
@@ -220,13 +224,13 @@ class Trainer:
                      " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "step")),
                      _fmt_seconds(eta))
             self._track_best(epoch + 1, record)
-            if start_epoch == 0 and self.cfg.time_budget_s > 0:
+            if start_epoch == 0 and budget > 0:
                 # Re-planned after every epoch from the mean epoch time so far (the first
                 # epoch alone is a noisy estimate on a shared machine); only ever shortens.
                 per_epoch = (time.monotonic() - t_start) / (epoch + 1)
-                fit_in = max(epoch + 1, int(self.cfg.time_budget_s / max(1e-9, per_epoch)))
+                fit_in = max(epoch + 1, int(budget / max(1e-9, per_epoch)))
                 if fit_in < epochs:
-                    log.info("time budget %.0fs: %d of %d epochs fit", self.cfg.time_budget_s, fit_in, epochs)
+                    log.info("time budget %.0fs: %d of %d epochs fit", budget, fit_in, epochs)
                     epochs = fit_in
                     total_steps = steps_per_epoch * epochs
                 self.planned_epochs = epochs

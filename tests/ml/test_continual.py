@@ -103,3 +103,14 @@ def test_distillation_zero_when_student_equals_teacher():
     logits = torch.randn(8, 5)
     assert float(distillation_loss(logits, logits.clone(), temperature=2.0)) < 1e-6
     assert float(distillation_loss(logits + torch.randn(8, 5), logits, temperature=2.0)) > 1e-3
+
+
+def test_fit_plans_its_epochs_within_the_budget_it_is_given():
+    """training_run passes what is left of the run's budget after the ridge head's fit: the
+    budget given to fit overrides the config's (50 s, far more than these epochs take)."""
+    trainer, examples = _trainer()
+    trainer.fit(examples, None, 4, time_budget_s=1e-6)
+    assert trainer.epochs_run == 1 and trainer.planned_epochs == 1
+    trainer, examples = _trainer()
+    trainer.fit(examples, None, 4)
+    assert trainer.epochs_run == 4
