@@ -1,8 +1,8 @@
 """Probe: ``ml.random_conv`` features + ridge head alone, against aeon's MiniRocket, on the
 quality benchmark's five classification data sets (same splits, same process, same threads).
 
-``ml.random_conv`` is not yet part of the model; this measures whether the component reaches
-MiniRocket's accuracy before it is wired in. Our side reads ragged series with their padding
+It measures what the component reaches by itself, without the Transformer that ``ml.model``
+trains beside it (``bench/quality.py`` measures the whole model). Our side reads ragged series with their padding
 mask, globally normalised with the training split's per-channel mean and standard deviation
 (``ml.normalization``); MiniRocket gets every series padded to the longest length by repeating
 its last value, as in ``bench/quality.py``.
