@@ -46,6 +46,27 @@ def tp_home(tmp_path, monkeypatch) -> Path:
     reload_settings()
 
 
+@pytest.fixture
+def kubeconfig(tmp_path, monkeypatch) -> Path:
+    """An offline cluster config: KubernetesPodOperator reads one to label a pod; none is contacted.
+
+    The kubernetes client reads ``KUBECONFIG`` once, when ``kubernetes.config`` is first imported,
+    so setting the variable alone misses whenever an earlier test in this process imported it.
+    """
+    import yaml
+    from kubernetes.config import kube_config
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "offline",
+        "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "tester", "user": {"token": "unused"}}],
+        "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "tester"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     return _service_env("TP_TEST_POSTGRES_URL")

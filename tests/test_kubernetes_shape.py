@@ -203,18 +203,6 @@ def test_every_chart_claim_is_mounted_by_airflow_at_the_same_path(claims):
 # --- task pods -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def kubeconfig(tmp_path, monkeypatch):
-    """KubernetesPodOperator reads a cluster config to label the pod; no cluster is contacted."""
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "offline",
-        "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:6443"}}],
-        "users": [{"name": "tester", "user": {"token": "unused"}}],
-        "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "tester"}}]}))
-    monkeypatch.setenv("KUBECONFIG", str(path))
-
-
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
 def test_every_task_of_the_shipped_pipelines_is_a_valid_pod(path, tp_home, kubeconfig, claims, chart_objects, images):
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
