@@ -11,7 +11,8 @@ process; each training of ours runs, and is timed, in a fresh child process (see
   length (of train and test) by repeating its last value; our model reads ragged series
   with a padding mask.
 - regression (MAE, RMSE): Covid3Month against aeon's RocketRegressor.
-- forecasting (MAE over every 12-step window that starts in the held-out last 20%):
+- forecasting (MAE over every window of the horizon, 12 steps or 6 for ShampooSales, whose
+  forecast origin lies in the held-out last 20%):
   Airline, Lynx, ShampooSales against seasonal naive (from each window's context) and ETS
   (statsmodels ExponentialSmoothing refitted at each forecast origin on all history before
   it; trend/seasonality chosen by AIC on that history).
@@ -65,30 +66,32 @@ CASES = {
     "JapaneseVowels": {"task": "classification"},
     "Covid3Month": {"task": "regression"},
     # season: the period the seasonal-naive forecast repeats (monthly data: 12; the lynx
-    # trappings cycle is about 10 years)
-    "Airline": {"task": "forecasting", "season": 12},
-    "Lynx": {"task": "forecasting", "season": 10},
-    "ShampooSales": {"task": "forecasting", "season": 12},
+    # trappings cycle is about 10 years). horizon: how far ahead every side forecasts, part of
+    # the question asked: 12 months, except ShampooSales, whose 36 months leave 7 held-out
+    # steps (the last 20%), where 6-step forecasts from 2 origins are all that can be scored.
+    "Airline": {"task": "forecasting", "season": 12, "horizon": 12},
+    "Lynx": {"task": "forecasting", "season": 10, "horizon": 12},
+    "ShampooSales": {"task": "forecasting", "season": 12, "horizon": 6},
     "KDD-TSAD_135": {"task": "anomaly"},
 }
 
 
-def _train_ours_here(name: str, task: str, workdir: Path, seed: int, threads: int):
+def _train_ours_here(name: str, task: str, workdir: Path, seed: int, threads: int, model: dict):
     torch.set_num_threads(threads)
-    cfg = TrainConfig(seed=seed, log_every=0)
+    cfg = TrainConfig(seed=seed, log_every=0, model=model)
     t0 = time.monotonic()
     result = run(TrainRequest(mode="initial", task=task, data=f"aeon:{name}:train", out=workdir / name, cfg=cfg,
                               write_plot=False))
     return result, time.monotonic() - t0
 
 
-def train_ours(name: str, task: str, workdir: Path, seed: int):
+def train_ours(name: str, task: str, workdir: Path, seed: int, model: dict | None = None):
     """Our training, timed inside a fresh process of its own: once the baselines' numba
     (OpenMP) thread pool has run in a process, torch's OpenMP threads there run about 2x
     slower (18.7 s vs 36.4 s for 15 OSULeaf epochs, measured), which the baselines do not pay."""
     threads = torch.get_num_threads()
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_train_ours_here, name, task, workdir, seed, threads).result()
+        return pool.submit(_train_ours_here, name, task, workdir, seed, threads, model or {}).result()
 
 
 def panel(data, length: int) -> np.ndarray:
@@ -196,7 +199,7 @@ def forecasting_case(name: str, case: dict, workdir: Path, seed: int) -> dict:
     out = {"task": "forecasting", "train_ref": f"aeon:{name}:train", "test_ref": f"aeon:{name}:test", "season": season}
     test = load_ref(f"aeon:{name}:test")
     try:
-        result, train_s = train_ours(name, "forecasting", workdir, seed)
+        result, train_s = train_ours(name, "forecasting", workdir, seed, model={"horizon": case["horizon"]})
         ckpt = load_checkpoint(result.checkpoint)
         m = evaluate(ckpt, test, season=season if season <= ckpt.config.context_len else None)
     except MLError as e:
@@ -225,7 +228,8 @@ def forecasting_case(name: str, case: dict, workdir: Path, seed: int) -> dict:
     out.update({
         "windows": len(starts), "horizon": cfg.horizon, "context_len": cfg.context_len,
         "ours": {"mae": m["mae"], "rmse": m["rmse"], "train_seconds": round(train_s, 1),
-                 "epochs": result.metrics["epochs"], "config": "TrainConfig() defaults, seed only"},
+                 "epochs": result.metrics["epochs"], "season_detected": cfg.forecast_season,
+                 "config": f"TrainConfig() defaults, seed and the horizon ({cfg.horizon}) only"},
         "seasonal_naive": {"mae": mae(snaive), "config": f"last season ({season} steps) of each window's context"},
         "ets": {"mae": mae(ets), "fit_seconds_all_origins": round(ets_s, 1), "forms_chosen": forms,
                 "config": "statsmodels ExponentialSmoothing, damped additive trend or none, additive/multiplicative"
@@ -256,7 +260,15 @@ TUNING_NOTE = (
     "leave-one-out penalty). Blending the Transformer's head by validation loss and validating at "
     "least one series per class were decided on aeon's GunPoint, ItalyPowerDemand and "
     "PickupGestureWiimoteZ, which are not in this benchmark; earlier versions of the model were "
-    "compared on this benchmark's own results, so its datasets are not unseen by the project."
+    "compared on this benchmark's own results, so its datasets are not unseen by the project. "
+    "Forecasting: the horizon is part of each dataset's question (12; 6 for ShampooSales, whose "
+    "held-out part is 7 steps) and the only setting given; context, season and epoch count come "
+    "from the training data by the default rules (context shortened for short series, season "
+    "from the autocorrelation of the differenced series, epochs chosen on the end of the "
+    "training series). These rules were written while looking at this benchmark's forecasting "
+    "results; none is set per dataset, and on Lynx the season detected on the series minus its validation "
+    "end (19: two of its cycles of about 9.6 years) is not the one that scores best on its test "
+    "part (10)."
 )
 
 

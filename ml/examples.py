@@ -128,11 +128,13 @@ def build_examples(data: SeriesData, task: str, *, context_len: int = 36, horizo
 
 
 def split_validation(data: SeriesData, task: str, fraction: float, seed: int, *,
-                     context: int = 0, min_len: int = 2) -> tuple[SeriesData, SeriesData | None]:
+                     context: int = 0, min_len: int = 2, min_held_out: int = 0,
+                     min_train_len: int = 0) -> tuple[SeriesData, SeriesData | None]:
     """Hold out ``fraction`` for validation: whole series for classification/regression
     (stratified by class, at least one of each class with two or more), the last part in
-    time of each series for forecasting/anomaly (preceded by ``context`` steps of history). Series whose held-out part would be shorter
-    than ``min_len`` give no validation data."""
+    time of each series for forecasting/anomaly (at least ``min_held_out`` steps, preceded by
+    ``context`` steps of history). Series whose held-out part would be shorter than
+    ``min_len``, or whose training part shorter than ``min_train_len``, give no validation data."""
     if fraction <= 0:
         return data, None
     if task in ("classification", "regression"):
@@ -154,9 +156,9 @@ def split_validation(data: SeriesData, task: str, fraction: float, seed: int, *,
         return data.subset(train), data.subset(sorted(val_set))
     train, val, val_ids = [], [], []
     for i, x in enumerate(data.series):
-        cut = len(x) - int(len(x) * fraction)
+        cut = len(x) - max(int(len(x) * fraction), min_held_out)
         part = x[max(0, cut - context):]
-        if len(x) - cut == 0 or len(part) < min_len:
+        if len(x) - cut == 0 or len(part) < min_len or cut < min_train_len:
             train.append(x)
             continue
         train.append(x[:cut])

@@ -62,6 +62,10 @@ class ModelConfig:
     context_len: int = 36  # forecasting context; 3 seasons of monthly data
     instance_norm: bool = True  # forecasting: normalise each window (level shifts, trends)
     linear_skip: bool = True  # forecasting: a linear map context -> horizon beside the encoder
+    # Forecasting: the linear skip starts as the seasonal-naive forecast of this period (1 = the
+    # last value) and the encoder's head at zero, so training starts from the classical floor
+    # baseline and learns what to add. 0 = no such start; training picks it from the data.
+    forecast_season: int = 0
     use_timestamps: bool = False  # add an encoding of real timestamps to sensor tokens
     timestamp_scale: float = 1.0  # seconds per unit of the timestamp encoding's base period
     text_vocab: int = 257  # UTF-8 bytes + padding id: no tokenizer files to ship
@@ -255,6 +259,14 @@ class TimeSeriesTransformer(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
         with torch.no_grad():
             self.text.weight[TEXT_PAD_ID].zero_()
+        if self.forecast_skip is not None and 0 < cfg.forecast_season <= cfg.context_len:
+            with torch.no_grad():
+                self.forecast_skip.weight.zero_()
+                self.forecast_skip.bias.zero_()
+                h = torch.arange(cfg.horizon)
+                self.forecast_skip.weight[h, cfg.context_len - cfg.forecast_season + h % cfg.forecast_season] = 1.0
+                self.forecaster.weight.zero_()
+                self.forecaster.bias.zero_()
         # Built last, so the other modules' initial weights do not depend on the stem.
         self.stem = ConvStem(cfg) if cfg.conv_stem else None
         self.random_features = None

@@ -39,6 +39,7 @@ from ml.drift_reference import drift_reference
 from ml.examples import build_examples, class_labels, split_validation
 from ml.normalization import Normalization
 from ml.random_conv import dilations_for
+from ml.seasonality import detect_period
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,20 @@ def run(req: TrainRequest) -> TrainResult:
                         f" {init.config.n_channels}")
 
     continuing = req.mode == "incremental"
-    mc = init.config if continuing else ModelConfig.from_dict({**cfg.model, "n_channels": data.n_channels})
+    model_overrides = dict(cfg.model)
+    if req.task == "forecasting" and not continuing and "context_len" not in model_overrides:
+        model_overrides["context_len"] = _forecast_context(data, int(model_overrides.get("horizon", ModelConfig.horizon)))
+    mc = init.config if continuing else ModelConfig.from_dict({**model_overrides, "n_channels": data.n_channels})
     context, min_len = {"forecasting": (mc.context_len, mc.context_len + mc.horizon),
                         "anomaly": (0, min(cfg.anomaly_window, 16))}.get(req.task, (0, 1))
-    train_data, val_data = split_validation(data, req.task, cfg.val_fraction, cfg.seed, context=context, min_len=min_len)
+    # A fresh forecasting run with open epochs picks its epoch count on the end of the training
+    # series (at least ``horizon`` validation windows, and as many for training), then trains
+    # on all of it: the most recent steps are the ones a forecast needs most.
+    select_epochs = req.task == "forecasting" and auto_epochs and not continuing
+    split_args = dict(context=context, min_len=min_len)
+    if select_epochs:
+        split_args.update(min_held_out=2 * mc.horizon - 1, min_train_len=mc.context_len + 2 * mc.horizon - 1)
+    train_data, val_data = split_validation(data, req.task, cfg.val_fraction, cfg.seed, **split_args)
     norm = init.normalization if continuing else Normalization.fit(train_data.series)
 
     labels: list[str] = []
@@ -157,7 +168,11 @@ def run(req: TrainRequest) -> TrainResult:
         if cfg.model:
             log.info("incremental run: model overrides in the config are ignored, the checkpoint's architecture is kept")
     else:
-        mdict = {**cfg.model, "n_channels": data.n_channels, "n_classes": len(labels)}
+        mdict = {**model_overrides, "n_channels": data.n_channels, "n_classes": len(labels)}
+        if req.task == "forecasting" and "forecast_season" not in mdict:
+            mdict["forecast_season"] = detect_period(train_data.series, mc.context_len)
+            log.info("forecasting: context %d steps, season %d (from the training data)",
+                     mc.context_len, mdict["forecast_season"])
         if not mdict.get("patch_len"):
             longest = max(len(x) for x in train_data.series)
             mdict["patch_len"] = max(1, -(-longest // int(mdict.get("max_tokens", ModelConfig.max_tokens))))
@@ -182,6 +197,21 @@ def run(req: TrainRequest) -> TrainResult:
     if auto_epochs:
         cfg.epochs = _auto_epochs(req.task, len(train_ex), cfg)
         log.info("%d epochs (%s default)", cfg.epochs, req.task)
+    resume_state = None
+    if req.resume and (out / RESUME_FILE).exists():
+        resume_state = torch.load(out / RESUME_FILE, map_location="cpu", weights_only=True)
+    t0 = time.monotonic()
+    selection = None
+    if select_epochs and val_ex:
+        if resume_state is not None and "selected_epochs" in resume_state:
+            cfg.epochs = int(resume_state["selected_epochs"])  # chosen before the interruption
+        else:
+            half = 0.5 * cfg.time_budget_s if cfg.time_budget_s > 0 else None
+            selection = _select_forecast_epochs(model, train_ex, val_ex, cfg, norm, device, half)
+            cfg.epochs = selection["epochs"]
+        train_data, val_data = data, None
+        norm = Normalization.fit(data.series)
+        train_ex, val_ex = build_examples(data, req.task, **window_args), None
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data or flags leave nothing behind
     plugins = build_plugins(cfg.plugins, cfg)
     if continuing:
@@ -191,8 +221,8 @@ def run(req: TrainRequest) -> TrainResult:
                       target_norm=target_norm, previous_model=previous_model, device=device)
 
     start_epoch = 0
-    if req.resume and (out / RESUME_FILE).exists():
-        state = torch.load(out / RESUME_FILE, map_location="cpu", weights_only=True)
+    if resume_state is not None:
+        state = resume_state
         if state.get("fingerprint") != _fingerprint(req, cfg, ref):
             raise ConfigError(f"{out}/{RESUME_FILE} belongs to a run with other arguments; resume with the same flags")
         trainer.load_state_dict(state["trainer"])
@@ -208,12 +238,17 @@ def run(req: TrainRequest) -> TrainResult:
         "drift_reference": drift_reference(train_data.series), "train_config": cfg.to_dict(),
         "plugins": list(cfg.plugins), "seed": cfg.seed, "device": str(device), "run_fingerprint": request,
     }
-    t0 = time.monotonic()
+    if selection is None and resume_state is not None:
+        selection = resume_state.get("epoch_selection")
+    if selection is not None:
+        meta["epoch_selection"] = selection
 
     def on_epoch_end(epoch: int, tr: Trainer) -> None:
         save_checkpoint(out, tr.model, {**meta, "epochs_completed": epoch, "complete": False})
-        atomic_torch_save(out / RESUME_FILE, {"epoch": epoch, "trainer": tr.state_dict(),
-                                             "fingerprint": _fingerprint(req, cfg, ref)})
+        state = {"epoch": epoch, "trainer": tr.state_dict(), "fingerprint": _fingerprint(req, cfg, ref)}
+        if meta.get("epoch_selection"):
+            state.update(selected_epochs=cfg.epochs, epoch_selection=meta["epoch_selection"])
+        atomic_torch_save(out / RESUME_FILE, state)
 
     if req.task in ("classification", "regression") and model.random_features is not None:
         # Also on resume: the fit is deterministic, and it gives back the leave-one-out
@@ -230,7 +265,7 @@ def run(req: TrainRequest) -> TrainResult:
     spent = time.monotonic() - t0
     budget = max(0.05 * cfg.time_budget_s, 0.95 * cfg.time_budget_s - spent) if cfg.time_budget_s > 0 else 0.0
     trainer.fit(train_ex, val_ex, cfg.epochs, start_epoch=start_epoch, on_epoch_end=on_epoch_end,
-                time_budget_s=budget)
+                time_budget_s=budget, schedule_epochs=selection["epochs_tried"] if selection else None)
     transformer_weight = None
     if req.task in ("classification", "regression") and model.random_features is not None and val_ex:
         transformer_weight = _weigh_transformer_head(trainer, val_ex)
@@ -358,6 +393,31 @@ def _calibrated_scale(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     grid = torch.logspace(-1, 2, 61, device=outputs.device)
     losses = torch.stack([torch.nn.functional.cross_entropy(s * outputs, targets.long()) for s in grid])
     return float(grid[int(losses.argmin())])
+
+
+def _select_forecast_epochs(model: TimeSeriesTransformer, train_ex: list[dict], val_ex: list[dict],
+                            cfg: TrainConfig, norm: Normalization, device, time_budget_s: float | None) -> dict:
+    """The epoch count of a forecasting run: a copy of the fresh model trains on ``train_ex``
+    and is validated after every epoch; the count with the lowest validation loss wins, 0
+    (the seasonal-naive start) included. The run on all data then follows the learning-rate
+    schedule of the ``epochs_tried`` this one planned, stopped there."""
+    log.info("forecasting: choosing the epoch count on %d validation windows", len(val_ex))
+    probe = Trainer(copy.deepcopy(model), "forecasting", cfg, norm=norm, plugins=[], device=device)
+    losses = [probe.validate(val_ex)["val_loss"]]
+    probe.fit(train_ex, val_ex, cfg.epochs, time_budget_s=time_budget_s)
+    losses += [r["val_loss"] for r in probe.history]
+    best = int(np.argmin(losses))
+    log.info("forecasting: %d epochs (validation loss %.4g; %.4g before training)", best, losses[best], losses[0])
+    return {"epochs": best, "val_loss": losses[best], "val_loss_at_start": losses[0],
+            "epochs_tried": len(losses) - 1, "n_val": len(val_ex), "n_train": len(train_ex)}
+
+
+def _forecast_context(data: SeriesData, horizon: int) -> int:
+    """The default forecasting context (``ModelConfig.context_len``), shortened for short
+    series to half of what the horizon leaves of the shortest one, so that there are about as
+    many training windows as context steps."""
+    shortest = min(len(x) for x in data.series)
+    return max(1, min(ModelConfig.context_len, (shortest - horizon + 1) // 2))
 
 
 def _auto_epochs(task: str, n_train: int, cfg: TrainConfig) -> int:

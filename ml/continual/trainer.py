@@ -159,15 +159,17 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, train: list[dict], val: list[dict] | None, epochs: int, *, start_epoch: int = 0,
             on_epoch_end: Callable[[int, "Trainer"], None] | None = None,
-            time_budget_s: float | None = None) -> list[dict]:
+            time_budget_s: float | None = None, schedule_epochs: int | None = None) -> list[dict]:
         """Trains ``epochs`` epochs, fewer when they would not fit in ``time_budget_s``
-        (default: the config's; the caller passes what is left of the run's budget)."""
+        (default: the config's; the caller passes what is left of the run's budget).
+        ``schedule_epochs``: the learning rate follows the warm-up and decay of a run of that
+        many epochs, stopped after ``epochs`` (the first epochs of a longer run)."""
         budget = self.cfg.time_budget_s if time_budget_s is None else time_budget_s
         bs = self.cfg.batch_size
         steps_per_epoch = math.ceil(len(train) / bs)
         if self.planned_epochs is not None:  # resumed after the budget shortened the run
             epochs = min(epochs, self.planned_epochs)
-        total_steps = steps_per_epoch * epochs
+        total_steps = steps_per_epoch * max(epochs, schedule_epochs or 0)
         for p in self.plugins:
             p.before_training_exp(self, train)
         t_start = time.monotonic()
@@ -232,7 +234,7 @@ class Trainer:
                 if fit_in < epochs:
                     log.info("time budget %.0fs: %d of %d epochs fit", budget, fit_in, epochs)
                     epochs = fit_in
-                    total_steps = steps_per_epoch * epochs
+                    total_steps = steps_per_epoch * max(epochs, schedule_epochs or 0)
                 self.planned_epochs = epochs
             epoch += 1
             if on_epoch_end is not None:
