@@ -12,7 +12,8 @@ throw-away TP_HOME and starts, on loopback only:
   torch threads (default 1);
 - ``plain``: the same checkpoint behind a FastAPI ``POST /predict`` that calls
   ``ml.predict.predict(checkpoint, [sample])`` once per request (what a user would write),
-  under uvicorn with the same worker count, the same torch threads per worker and the same
+  one request's forward pass at a time per worker (a lock: FastAPI's thread pool would
+  otherwise run dozens at once and thrash), under uvicorn with the same worker count, the same torch threads per worker and the same
   garbage-collector settings as ours, access log off like ours;
 - ``ours_1w`` and ``plain_1w``: both again with one worker process each;
 - ``bentoml_floor``: ``FloorService`` below, a BentoML service with ours' worker count that
@@ -61,6 +62,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -109,10 +111,15 @@ def plain_app():
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     app = FastAPI()
+    # One forward pass at a time per worker. A sync handler runs in FastAPI's thread pool (40
+    # threads): unguarded, that many requests ran the model at once on 2 cores, and plain's
+    # throughput fell from 129 req/s at 1 client to 54 at 16 (measured), which flattered ours.
+    model_lock = threading.Lock()
 
     @app.post("/predict")
     def predict_one(sample: dict) -> dict:
-        return predict(checkpoint, [sample])[0]
+        with model_lock:
+            return predict(checkpoint, [sample])[0]
 
     @app.get("/worker")
     def worker() -> dict:
@@ -486,7 +493,8 @@ def _ours_config(env: dict, workers: int) -> dict:
 
 def _plain_config(workers: int, torch_threads: int) -> dict:
     return {
-        "server": "FastAPI on uvicorn --workers, a sync handler calling ml.predict.predict(checkpoint, [sample])",
+        "server": "FastAPI on uvicorn --workers, a sync handler calling ml.predict.predict(checkpoint, [sample])"
+                  " under a per-worker lock (one forward pass at a time per worker, as ours' batch thread)",
         "workers": workers, "torch_threads_per_worker": torch_threads,
         "batching": "none: one forward pass per request",
         "cache": "none",
