@@ -311,14 +311,6 @@ class ServingRuntime:
                 for channel, value in enumerate(loaded.drift.values()):
                     metrics.child(metrics.DRIFT, channel=str(channel), **labels).set(value)
 
-    def refresh_drift_gauges(self) -> None:
-        """Publishes PSI now (the request path does it every ``drift_every`` requests)."""
-        for loaded in self.loaded.values():
-            if loaded.drift.enabled:
-                labels = dict(model=self.model, version=str(loaded.version))
-                for channel, value in enumerate(loaded.drift.values()):
-                    metrics.child(metrics.DRIFT, channel=str(channel), **labels).set(value)
-
     async def feedback(self, key: str, label: str, caller: str | None = None) -> dict[str, Any]:
         """Scores the prediction made for ``key`` against a confirmed label, once per
         prediction: a replay of the same label answers as the first time with

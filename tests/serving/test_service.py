@@ -195,7 +195,12 @@ def test_metrics_report_batches_confidence_and_drift(served):
     assert metric(served.url, "tp_predict_latency_seconds_count", version="1") >= 64
     psi_in_distribution = [metric(served.url, "tp_input_drift_psi", version="1", channel=str(c)) for c in range(3)]
     assert all(0 <= v < 0.5 for v in psi_in_distribution), psi_in_distribution
-    shifted = [(np.asarray(s) + 5.0).tolist() for s in served.samples(200, seed=10)[0]]
+    # Each of the two workers keeps its own window (2000 values per channel, about 83
+    # requests of 24 steps) and publishes PSI every 50 of its requests; the gauge shows the
+    # most recent worker's figure. 600 shifted requests give each worker about 300, so its
+    # last publication comes after at least 250 of them: five counted batches of 1,200
+    # values, each halving the window, leave under 4% of the in-distribution counts.
+    shifted = [(np.asarray(s) + 5.0).tolist() for s in served.samples(600, seed=10)[0]]
     many(f"{served.url}/predict", [{"sensor": s} for s in shifted])
     psi_shifted = [metric(served.url, "tp_input_drift_psi", version="1", channel=str(c)) for c in range(3)]
     assert all(v > 1.0 for v in psi_shifted), psi_shifted
