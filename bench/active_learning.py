@@ -13,8 +13,10 @@ the labelled samples with the platform's own training (``ml.training_run.run``, 
 probabilities, pooled embeddings, MC-dropout passes for ``bald``), asks
 ``train_platform.sampling.selection.select`` (what ``tp dataset sample`` runs) for the next
 labels, and "labels" them with the pool's true labels. The reference is a model trained the
-same way on the whole pool. Both run in this process rather than as commands: starting
-torch twice per round would cost more than the training itself on two cores.
+same way on the whole pool. Both run in Python rather than as commands: starting torch twice
+per round would cost more than the training itself on two cores. The independent runs (each
+strategy's repetitions and the whole-pool references) are spread over ``--workers``
+processes (default: one per core), each with ``TP_TORCH_THREADS`` torch threads (default 1).
 
 ``below_confidence`` is left out: it takes a threshold, not a number of labels per round.
 
@@ -138,6 +140,40 @@ def run_strategy(strategy: str, pool, test, schedule: list[int], args, repetitio
     return curve
 
 
+# Set in each worker process by ``_init_worker``: the split and the parsed arguments.
+_STATE: dict = {}
+
+
+def _init_worker(args, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _quiet_logs()
+    _STATE["args"] = args
+    _STATE["split"] = load_split(args.data, args.test_fraction, seed=0)
+
+
+def _job(kind: str, repetition: int, schedule: list[int]):
+    """One independent run: ``kind`` is ``"full"`` (the whole-pool reference: its accuracy)
+    or a strategy (its curve). Runs in a worker set up by ``_init_worker``."""
+    args = _STATE["args"]
+    pool, test = _STATE["split"]
+    with tempfile.TemporaryDirectory(prefix="tp-al-") as tmp:
+        work = Path(tmp)
+        if kind == "full":
+            checkpoint = train(pool, work / f"full-{repetition}", args.steps, seed=repetition, model=args.model_config)
+            accuracy = score(checkpoint, pool, test, 0, 0)[1]
+            log.info("whole pool rep %d: accuracy %.3f", repetition, accuracy)
+            return accuracy
+        return run_strategy(kind, pool, test, schedule, args, repetition, work)
+
+
+def _quiet_logs() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("ml").setLevel(logging.WARNING)
+    logging.getLogger("train_platform").setLevel(logging.WARNING)
+
+
 def labels_to_target(curve: list[list], target: float) -> int | None:
     return next((int(n) for n, acc in curve if acc >= target), None)
 
@@ -168,6 +204,21 @@ def selection_timing(n: int = 100_000, budget: int = 1000) -> dict:
             "met": max(seconds.values()) <= 30.0}
 
 
+def run_jobs(jobs: list[tuple[str, int]], schedule: list[int], args) -> dict:
+    """``{(kind, repetition): outcome}`` for every job, run in this process with one worker
+    and otherwise in ``args.workers`` spawned processes (each loads the split once)."""
+    if args.workers == 1:
+        _init_worker(args, args.threads)
+        return {(kind, r): _job(kind, r, schedule) for kind, r in jobs}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(args, args.threads)) as executor:
+        futures = {job: executor.submit(_job, *job, schedule) for job in jobs}
+        return {job: future.result() for job, future in futures.items()}
+
+
 def run_dataset(args) -> dict:
     name = args.data.split(":")[1]
     pool, test = load_split(args.data, args.test_fraction, seed=0)
@@ -179,19 +230,17 @@ def run_dataset(args) -> dict:
         schedule = schedule[:3]
     log.info("%s: pool %d, test %d, %d classes, schedule %s", args.data, len(pool), len(test), n_classes, schedule)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="tp-al-") as tmp:
-        work = Path(tmp)
-        full = [score(train(pool, work / f"full-{r}", args.steps, seed=r, model=args.model_config), pool, test, 0, 0)[1]
-                for r in range(args.repeats)]
-        reference = float(np.mean(full))
-        target = TARGET_FRACTION * reference
-        log.info("%s: whole pool accuracy %.3f, target %.3f", name, reference, target)
-        result: dict = {}
-        for strategy in args.strategies:
-            curves = [run_strategy(strategy, pool, test, schedule, args, r, work) for r in range(args.repeats)]
-            curve = [[int(curves[0][i][0]), round(float(np.mean([c[i][1] for c in curves])), 4)]
-                     for i in range(len(schedule))]
-            result[strategy] = {"labels_to_target": labels_to_target(curve, target), "curve": curve}
+    jobs = [("full", r) for r in range(args.repeats)] + [(s, r) for s in args.strategies for r in range(args.repeats)]
+    outcomes = run_jobs(jobs, schedule, args)
+    reference = float(np.mean([outcomes["full", r] for r in range(args.repeats)]))
+    target = TARGET_FRACTION * reference
+    log.info("%s: whole pool accuracy %.3f, target %.3f", name, reference, target)
+    result: dict = {}
+    for strategy in args.strategies:
+        curves = [outcomes[strategy, r] for r in range(args.repeats)]
+        curve = [[int(curves[0][i][0]), round(float(np.mean([c[i][1] for c in curves])), 4)]
+                 for i in range(len(schedule))]
+        result[strategy] = {"labels_to_target": labels_to_target(curve, target), "curve": curve}
     reached = {s: r["labels_to_target"] for s, r in result.items() if s != "random" and r["labels_to_target"] is not None}
     random_labels = result.get("random", {}).get("labels_to_target")
     best = min(reached, key=reached.get) if reached else None
@@ -205,7 +254,8 @@ def run_dataset(args) -> dict:
         "best_strategy": best, "best_labels_to_target": None if best is None else reached[best],
         "random_labels_to_target": random_labels, "best_vs_random": ratio,
         "target_met": ratio is not None and ratio <= TARGET_RATIO,
-        "seconds": round(time.monotonic() - started, 1), "tiny": bool(args.tiny),
+        "seconds": round(time.monotonic() - started, 1), "workers": args.workers, "torch_threads": args.threads,
+        "tiny": bool(args.tiny),
     }
     return result
 
@@ -222,6 +272,8 @@ def main() -> int:
     parser.add_argument("--test-fraction", type=float, default=0.3)
     parser.add_argument("--max-fraction", type=float, default=0.6, help="largest labelled share of the pool in the schedule")
     parser.add_argument("--tiny", action="store_true", help="three rounds, one repetition, few steps: a smoke run")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes for the independent runs (default: one per core)")
     parser.add_argument("--no-timing", action="store_true", help="skip the 100,000-sample selection timing")
     args = parser.parse_args()
     if not args.data.startswith("aeon:") or len(args.data.split(":")) != 2:
@@ -230,13 +282,13 @@ def main() -> int:
         args.repeats, args.steps = 1, min(args.steps, 20)
     # The model of ml's defaults, narrower: ten training runs per strategy on two cores.
     args.model_config = {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 2}
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("ml").setLevel(logging.WARNING)
-    logging.getLogger("train_platform").setLevel(logging.WARNING)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    _quiet_logs()
 
     import torch
 
-    threads = int(os.environ.get("TP_TORCH_THREADS", "1"))
+    threads = args.threads = int(os.environ.get("TP_TORCH_THREADS", "1"))
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
     name = args.data.split(":")[1]
@@ -245,7 +297,7 @@ def main() -> int:
     if not args.no_timing:
         payload["selection_100k"] = selection_timing()
     payload["machine"] = {
-        "cpu_count": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
+        "cpu_count": os.cpu_count(), "workers": args.workers, "torch_threads": threads, "python": platform.python_version(),
         "torch": torch.__version__, "device": "cpu",
         f"load_average_{name}": {"before": [round(v, 2) for v in load_before],
                                  "after": [round(v, 2) for v in os.getloadavg()]},
