@@ -31,8 +31,8 @@ def detect_period(series: list[np.ndarray], max_period: int) -> int:
     """The season length of ``series``: the shortest local peak of the mean autocorrelation
     of the first differences (differencing removes a trend, which would otherwise make lag 1
     win) at lags 2..``max_period`` that is significant and within ``HARMONIC_TOLERANCE`` of
-    the highest, averaged over every series and channel long enough to show two periods;
-    1 when no lag qualifies."""
+    the highest, averaged over every series and channel long enough to show two periods,
+    then halved while a significant peak lies at half of it; 1 when no lag qualifies."""
     acfs, steps = [], []
     for x in series:
         x = np.asarray(x, dtype=np.float64)
@@ -55,4 +55,13 @@ def detect_period(series: list[np.ndarray], max_period: int) -> int:
     if not peaks:
         return 1
     best = max(mean[k] for k in peaks)
-    return next(k for k in peaks if mean[k] >= HARMONIC_TOLERANCE * best)
+    period = next(k for k in peaks if mean[k] >= HARMONIC_TOLERANCE * best)
+    # A season p also shows at 2p; when the series' cycle is not a whole number of steps
+    # (the lynx's ~9.6 years) the peak at about 2p can beat both lags next to p by more than
+    # the tolerance. A significant peak at half the chosen lag (give or take a step) means
+    # the chosen one is that multiple.
+    while True:
+        half = [k for k in peaks if abs(2 * k - period) <= 1 and k < period]
+        if not half:
+            return period
+        period = max(half, key=lambda k: mean[k])

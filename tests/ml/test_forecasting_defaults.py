@@ -40,6 +40,16 @@ def test_the_season_is_the_shortest_strong_autocorrelation_peak():
     assert detect_period([_seasonal(5, 2)], 36) == 1  # too short to show two periods
 
 
+def test_a_cycle_of_a_fractional_period_is_not_read_as_its_double():
+    # The lynx trappings' ~9.6-year cycle: on its first 70 years the autocorrelation peak at
+    # 19 beats those at 9 and 10 by more than the harmonic tolerance.
+    from ml.data import load_ref
+
+    lynx = np.asarray(load_ref("aeon:Lynx:train").series[0], dtype=np.float64)
+    found = {n: detect_period([lynx[:n]], 36) for n in (70, 74, 86)}
+    assert all(p in (9, 10) for p in found.values()), found
+
+
 def test_a_model_with_a_season_starts_as_the_seasonal_naive_forecast():
     cfg = ModelConfig(**SMALL, context_len=16, horizon=9, forecast_season=7, n_channels=2)
     model = TimeSeriesTransformer(cfg).eval()
