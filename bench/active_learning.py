@@ -144,13 +144,13 @@ def run_strategy(strategy: str, pool, test, schedule: list[int], args, repetitio
 _STATE: dict = {}
 
 
-def _init_worker(args, threads: int) -> None:
+def _init_worker(args, split) -> None:
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     _quiet_logs()
     _STATE["args"] = args
-    _STATE["split"] = load_split(args.data, args.test_fraction, seed=0)
+    _STATE["split"] = split
 
 
 def _job(kind: str, repetition: int, schedule: list[int]):
@@ -204,17 +204,17 @@ def selection_timing(n: int = 100_000, budget: int = 1000) -> dict:
             "met": max(seconds.values()) <= 30.0}
 
 
-def run_jobs(jobs: list[tuple[str, int]], schedule: list[int], args) -> dict:
+def run_jobs(jobs: list[tuple[str, int]], schedule: list[int], args, split) -> dict:
     """``{(kind, repetition): outcome}`` for every job, run in this process with one worker
-    and otherwise in ``args.workers`` spawned processes (each loads the split once)."""
+    and otherwise in ``args.workers`` spawned processes (each given the split once)."""
     if args.workers == 1:
-        _init_worker(args, args.threads)
+        _init_worker(args, split)
         return {(kind, r): _job(kind, r, schedule) for kind, r in jobs}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(args, args.threads)) as executor:
+                             initializer=_init_worker, initargs=(args, split)) as executor:
         futures = {job: executor.submit(_job, *job, schedule) for job in jobs}
         return {job: future.result() for job, future in futures.items()}
 
@@ -231,7 +231,7 @@ def run_dataset(args) -> dict:
     log.info("%s: pool %d, test %d, %d classes, schedule %s", args.data, len(pool), len(test), n_classes, schedule)
     started = time.monotonic()
     jobs = [("full", r) for r in range(args.repeats)] + [(s, r) for s in args.strategies for r in range(args.repeats)]
-    outcomes = run_jobs(jobs, schedule, args)
+    outcomes = run_jobs(jobs, schedule, args, (pool, test))
     reference = float(np.mean([outcomes["full", r] for r in range(args.repeats)]))
     target = TARGET_FRACTION * reference
     log.info("%s: whole pool accuracy %.3f, target %.3f", name, reference, target)

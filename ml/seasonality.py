@@ -61,7 +61,7 @@ def detect_period(series: list[np.ndarray], max_period: int) -> int:
     # the tolerance. A significant peak at half the chosen lag (give or take a step) means
     # the chosen one is that multiple.
     while True:
-        half = [k for k in peaks if abs(2 * k - period) <= 1 and k < period]
+        half = [k for k in peaks if abs(2 * k - period) <= 1]
         if not half:
             return period
         period = max(half, key=lambda k: mean[k])
